@@ -1,0 +1,257 @@
+"""The batch runner: inputs -> jobs -> decode | develop | encode, overlapped in threads.
+
+File policy (after RawTherapee-cli): existing outputs are skipped unless told to overwrite, an
+output that would replace an input is refused, each failure is one line and the batch goes on,
+every output is written atomically.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rawdev.develop import DevelopOptions, develop_mosaic
+from rawdev.output import apply_orientation, write_image
+from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, read_mosaic
+from rawdev.session import ModelSession
+
+OUTPUT_SUFFIX = {"tiff": ".tif", "png": ".png"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input file and where its output goes."""
+
+    source: Path
+    output: Path
+
+
+@dataclass
+class Outcome:
+    """What happened to one job."""
+
+    job: Job
+    status: str  # "ok", "skipped", "failed"
+    message: str = ""
+    seconds: float = 0.0
+    megapixels: float = 0.0
+
+
+@dataclass
+class Summary:
+    outcomes: list[Outcome] = field(default_factory=list)
+    interrupted: bool = False
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.count("failed") else 0
+
+
+class InputError(ValueError):
+    """Inputs that name nothing to develop (a usage error)."""
+
+
+def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = False) -> list[tuple[Path, Path]]:
+    """Expand files, globs and folders into (file, base folder) pairs, de-duplicated, in order.
+
+    Missing paths are returned too (with base None-like ``Path()``) so that they fail as a job
+    with a clear line instead of silently disappearing.
+    """
+    suffixes = RAW_SUFFIXES | (MOSAIC_PNG_SUFFIXES if include_png else set())
+    seen: set[Path] = set()
+    found: list[tuple[Path, Path]] = []
+
+    def add(path: Path, base: Path) -> None:
+        key = path.resolve() if path.exists() else path.absolute()
+        if key not in seen:
+            seen.add(key)
+            found.append((path, base))
+
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            walker = p.rglob("*") if recursive else p.glob("*")
+            files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in suffixes)
+            if not files:
+                raise InputError(f"{p}: folder holds no RAW file ({'searched sub-folders' if recursive else 'use --recursive for sub-folders'})")
+            for f in files:
+                add(f, p)
+        elif any(ch in item for ch in "*?["):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
+            if not matches:
+                raise InputError(f"{item}: pattern matches no file")
+            for m in matches:
+                if m.is_file():
+                    add(m, m.parent)
+        else:
+            add(p, p.parent)
+    return found
+
+
+def plan_jobs(files: list[tuple[Path, Path]], out_dir: Path | None, fmt: str, recursive: bool) -> list[Job]:
+    """Output path of each input: ``{stem}.tif`` under ``out_dir`` (sub-folders kept with --recursive)."""
+    jobs = []
+    for src, base in files:
+        folder = src.parent if out_dir is None else out_dir
+        if out_dir is not None and recursive:
+            try:
+                folder = out_dir / src.parent.relative_to(base)
+            except ValueError:
+                folder = out_dir
+        jobs.append(Job(src, folder / (src.stem + OUTPUT_SUFFIX[fmt])))
+    return jobs
+
+
+def check_job(job: Job, overwrite: bool, inputs: set[Path]) -> Outcome | None:
+    """Refusals and skips decided before any work: None when the job should run."""
+    out = job.output
+    out_abs = out.resolve() if out.exists() else out.absolute()
+    if out_abs in inputs or (out.exists() and job.source.exists() and os.path.samefile(out, job.source)):
+        return Outcome(job, "failed", f"output {out} would replace an input file; choose another -o folder")
+    if out.exists() and not overwrite:
+        return Outcome(job, "skipped", f"{out} exists (use --overwrite to replace it)")
+    return None
+
+
+@dataclass
+class RunOptions:
+    overwrite: bool = False
+    fmt: str = "tiff"
+    cfa_override: object = None
+    black: float | None = None
+    white: float | None = None
+
+
+class Reporter:
+    """Callbacks the runner uses to show progress; the CLI implements them with rich."""
+
+    def start(self, total: int) -> None: ...
+    def file_started(self, job: Job) -> None: ...
+    def tile_done(self, done: int, total: int) -> None: ...
+    def file_done(self, outcome: Outcome) -> None: ...
+
+
+def _decode(job: Job, run: RunOptions) -> Mosaic:
+    return read_mosaic(job.source, run.cfa_override, run.black, run.white)  # type: ignore[arg-type]
+
+
+def run_batch(
+    jobs: list[Job],
+    model: ModelSession,
+    options: DevelopOptions,
+    run: RunOptions,
+    reporter: Reporter | None = None,
+    decode: Callable[[Job, RunOptions], Mosaic] = _decode,
+) -> Summary:
+    """Develop every job; decoding, inference and encoding overlap in three stages."""
+    reporter = reporter or Reporter()
+    summary = Summary()
+    inputs = {j.source.resolve() for j in jobs if j.source.exists()}
+    todo: list[Job] = []
+    for job in jobs:
+        decided = check_job(job, run.overwrite, inputs)
+        if decided is None:
+            todo.append(job)
+        else:
+            summary.outcomes.append(decided)
+            reporter.file_done(decided)
+    reporter.start(len(todo))
+
+    decoded: queue.Queue = queue.Queue(maxsize=2)
+    encoded: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def finish(outcome: Outcome) -> None:
+        with lock:
+            summary.outcomes.append(outcome)
+        reporter.file_done(outcome)
+
+    def decoder() -> None:
+        for job in todo:
+            if stop.is_set():
+                break
+            t0 = time.perf_counter()
+            try:
+                item: object = _decode_safely(decode, job, run)
+            except Exception as exc:  # noqa: BLE001 - one file's failure must not end the batch
+                item = exc
+            _put(decoded, (job, item, time.perf_counter() - t0), stop)
+        _put(decoded, None, stop)
+
+    def encoder() -> None:
+        while True:
+            entry = encoded.get()
+            if entry is None:
+                return
+            job, image, info, t_start, mp = entry
+            try:
+                job.output.parent.mkdir(parents=True, exist_ok=True)
+                write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt)
+                finish(Outcome(job, "ok", "", time.perf_counter() - t_start, mp))
+            except OSError as exc:
+                finish(Outcome(job, "failed", f"cannot write {job.output}: {exc.strerror or exc}"))
+            except Exception as exc:  # noqa: BLE001
+                finish(Outcome(job, "failed", f"cannot write {job.output}: {exc}"))
+
+    threads = [threading.Thread(target=decoder, daemon=True, name="decode"),
+               threading.Thread(target=encoder, daemon=True, name="encode")]
+    for t in threads:
+        t.start()
+    try:
+        while True:
+            entry = decoded.get()
+            if entry is None:
+                break
+            job, item, decode_s = entry
+            t_start = time.perf_counter() - decode_s
+            reporter.file_started(job)
+            if isinstance(item, Exception):
+                finish(Outcome(job, "failed", _reason(item)))
+                continue
+            mosaic: Mosaic = item
+            try:
+                developed = develop_mosaic(mosaic, model, options, reporter.tile_done)
+            except Exception as exc:  # noqa: BLE001
+                finish(Outcome(job, "failed", _reason(exc)))
+                continue
+            encoded.put((job, developed.image, mosaic.info, t_start, mosaic.megapixels))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        stop.set()
+    finally:
+        encoded.put(None)
+        threads[1].join()
+    return summary
+
+
+def _decode_safely(decode, job: Job, run: RunOptions) -> Mosaic:
+    return decode(job, run)
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> None:
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return
+        except queue.Full:
+            continue
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, RawReadError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory while developing; try a smaller --tile"
+    return f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,201 @@
+"""The rawdev command line: parse, call, report. Exit codes: 0 ok, 1 a file failed, 2 usage."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from rawdev import __version__
+
+app = typer.Typer(
+    name="rawdev",
+    help="Develop camera RAW files into 16-bit images with CSANet, a learned ISP.",
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rawdev {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    """rawdev: camera RAW files in, full-resolution 16-bit TIFF or PNG out."""
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    # soft_wrap: a file's failure stays one line however long its path is.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def usage_error(message: str) -> typer.Exit:
+    _console(stderr=True).print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+@app.command()
+def develop(
+    inputs: list[str] = typer.Argument(..., help="RAW files, globs or folders."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: beside each input]."),
+    model: str = typer.Option("csanet-res-c32", "--model", "-m", help="Registry name or path to an .onnx model."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or nnapi."),
+    threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = all cores)."),
+    fmt: str = typer.Option("tiff", "--format", "-f", help="tiff or png."),
+    bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
+    wb: str = typer.Option("camera", help="White balance: camera, daylight, none or R,G,B multipliers."),
+    exposure: str = typer.Option("auto", help="auto (LibRaw-like brightening) or exposure in EV."),
+    look: str = typer.Option("default", help="default (tone curve) or neutral (matrix and sRGB transfer only)."),
+    quad_bayer: str = typer.Option("bin", "--quad-bayer", help="Quad-Bayer: bin (half size) or remosaic."),
+    cfa: Optional[str] = typer.Option(None, help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB."),
+    black: Optional[float] = typer.Option(None, help="Override the black level (PNG mosaics: default 0)."),
+    white: Optional[float] = typer.Option(None, help="Override the white level (PNG mosaics: default 1020)."),
+    tile: str = typer.Option("auto", help="Tile size in packed samples (auto or N)."),
+    overlap: int = typer.Option(16, help="Tile overlap in packed samples."),
+    recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
+    overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+) -> None:
+    """Develop RAW files into 16-bit sRGB TIFF or PNG images."""
+    from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
+    from rawdev.cfa import CFAError, parse_cfa
+    from rawdev.develop import DevelopOptions
+    from rawdev.model import ContractError, resolve_model
+    from rawdev.session import DeviceUnavailable, open_session
+
+    err = _console(stderr=True)
+    if fmt not in ("tiff", "png"):
+        raise usage_error(f"--format {fmt!r}: choose tiff or png")
+    try:
+        options = DevelopOptions(
+            wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
+            tile=None if tile == "auto" else int(tile), overlap=overlap,
+        )
+        cfa_override = parse_cfa(cfa) if cfa else None
+    except (ValueError, CFAError) as exc:
+        raise usage_error(str(exc)) from None
+    try:
+        files = collect_inputs(inputs, recursive, include_png=True)
+    except InputError as exc:
+        raise usage_error(str(exc)) from None
+    if output is not None:
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
+        if not _writable(output):
+            raise usage_error(f"output folder {output} is not writable; choose another -o")
+    jobs = plan_jobs(files, output, fmt, recursive)
+    try:
+        session = open_session(resolve_model(model), device, threads)
+    except (ContractError, DeviceUnavailable) as exc:
+        raise usage_error(str(exc)) from None
+    err.print(f"model {session.path.name} ({session.contract.variant}, C={session.contract.width}, "
+              f"{session.contract.output_space}) on {', '.join(session.providers)}")
+    where = output if output is not None else "beside each input"
+    err.print(f"developing {len(jobs)} file(s) -> {where}")
+    run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white)
+    from rawdev.progress import make_reporter
+
+    reporter = make_reporter(err)
+    with reporter:
+        summary = run_batch(jobs, session, options, run, reporter)
+    reporter.print_summary(summary)
+    raise typer.Exit(summary.exit_code)
+
+
+def _writable(folder: Path) -> bool:
+    import os
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".rawdev-probe-"):
+            return True
+    except OSError:
+        return os.access(folder, os.W_OK) and False
+
+
+@app.command()
+def info() -> None:
+    """Versions, execution providers and LibRaw."""
+    import numpy as np
+    import onnxruntime as ort
+    import rawpy
+    from rich.table import Table
+
+    from rawdev.session import available_providers
+
+    table = Table(show_header=False, box=None)
+    table.add_row("rawdev", __version__)
+    table.add_row("python", sys.version.split()[0])
+    table.add_row("numpy", np.__version__)
+    table.add_row("onnxruntime", ort.__version__)
+    table.add_row("rawpy / LibRaw", f"{rawpy.__version__} / {'.'.join(map(str, rawpy.libraw_version))}")
+    table.add_row("available providers", ", ".join(available_providers()))
+    try:
+        from rawdev.model import resolve_model
+        from rawdev.session import open_session
+
+        t0 = time.perf_counter()
+        s = open_session(resolve_model(None), "auto")
+        table.add_row("applied (auto)", f"{', '.join(s.providers)} ({(time.perf_counter() - t0) * 1000:.0f} ms to load)")
+    except Exception as exc:  # noqa: BLE001 - info reports, it does not fail
+        table.add_row("applied (auto)", f"no default model loaded: {exc}")
+    _console().print(table)
+
+
+models_app = typer.Typer(help="List, verify and locate shipped models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Shipped models with their contracts."""
+    from rich.table import Table
+
+    from rawdev.model import read_contract, registry
+
+    table = Table("name", "variant", "C", "output", "steps", "file")
+    for name, m in sorted(registry().items()):
+        c = read_contract(m.path)
+        table.add_row(name, c.variant, str(c.width), c.output_space, str(c.steps), str(m.path))
+    _console().print(table)
+
+
+@models_app.command("verify")
+def models_verify() -> None:
+    """Check each shipped model's sha256 against the registry."""
+    from rawdev.model import registry
+
+    bad = 0
+    for name, m in sorted(registry().items()):
+        ok = m.verify()
+        bad += not ok
+        typer.echo(f"{name}: {'ok' if ok else 'MISMATCH'} {m.sha256[:16]}")
+    raise typer.Exit(1 if bad else 0)
+
+
+@models_app.command("path")
+def models_path(name: str = typer.Argument("csanet-res-c32")) -> None:
+    """Print the file path of a model."""
+    from rawdev.model import ContractError, resolve_model
+
+    try:
+        typer.echo(str(resolve_model(name)))
+    except ContractError as exc:
+        raise usage_error(str(exc)) from None
+
+
+if __name__ == "__main__":
+    app()

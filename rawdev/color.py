@@ -1,0 +1,82 @@
+"""Colour and tone: white balance, camera matrices, exposure, tone curves, sRGB transfer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# sRGB (linear, D65) to CIE XYZ, IEC 61966-2-1.
+SRGB_TO_XYZ = np.array(
+    [
+        [0.4124564, 0.3575761, 0.1804375],
+        [0.2126729, 0.7151522, 0.0721750],
+        [0.0193339, 0.1191920, 0.9503041],
+    ],
+    dtype=np.float64,
+)
+XYZ_TO_SRGB = np.linalg.inv(SRGB_TO_XYZ)
+
+LOOKS = ("neutral", "default")
+
+
+def srgb_encode(linear: np.ndarray) -> np.ndarray:
+    """The sRGB transfer function (linear -> encoded); defined for any float input."""
+    x = np.asarray(linear, dtype=np.float32)
+    low = x * np.float32(12.92)
+    high = np.float32(1.055) * np.power(np.maximum(x, np.float32(0.0031308)), np.float32(1 / 2.4)) - np.float32(0.055)
+    return np.where(x <= 0.0031308, low, high)
+
+
+def srgb_decode(encoded: np.ndarray) -> np.ndarray:
+    """Inverse sRGB transfer (encoded -> linear)."""
+    y = np.asarray(encoded, dtype=np.float32)
+    low = y / np.float32(12.92)
+    high = np.power((np.maximum(y, np.float32(0.04045)) + np.float32(0.055)) / np.float32(1.055), np.float32(2.4))
+    return np.where(y <= 0.04045, low, high)
+
+
+def cam_to_srgb_matrix(xyz_to_cam: np.ndarray) -> np.ndarray:
+    """Camera RGB (white-balanced) -> linear sRGB, from an XYZ(D65)->camera matrix.
+
+    As in dcraw: sRGB->camera is normalized so that each row sums to one (white stays white
+    after white balance), then inverted.
+    """
+    srgb_to_cam = np.asarray(xyz_to_cam, np.float64) @ SRGB_TO_XYZ
+    srgb_to_cam = srgb_to_cam / srgb_to_cam.sum(axis=1, keepdims=True)
+    return np.linalg.inv(srgb_to_cam)
+
+
+def smoothstep_tone(x: np.ndarray) -> np.ndarray:
+    """A gentle S-shaped curve (3x^2 - 2x^3) on encoded values; Brooks et al. invert it."""
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3.0 - 2.0 * x)
+
+
+def inverse_smoothstep_tone(y: np.ndarray) -> np.ndarray:
+    """Exact inverse of :func:`smoothstep_tone` on [0, 1]."""
+    y = np.clip(y, 0.0, 1.0)
+    return 0.5 - np.sin(np.arcsin(1.0 - 2.0 * y) / 3.0)
+
+
+@dataclass(frozen=True)
+class Rendering:
+    """How linear, white-balanced camera RGB becomes display sRGB."""
+
+    cam_to_srgb: np.ndarray
+    exposure_ev: float = 0.0
+    look: str = "default"
+
+
+def render(camera_rgb: np.ndarray, rendering: Rendering) -> np.ndarray:
+    """Linear white-balanced camera RGB (H, W, 3) -> encoded sRGB in [0, 1], float32."""
+    m = np.asarray(rendering.cam_to_srgb, np.float32)
+    out = camera_rgb.reshape(-1, 3) @ m.T
+    out = out.reshape(camera_rgb.shape)
+    if rendering.exposure_ev:
+        out *= np.float32(2.0**rendering.exposure_ev)
+    np.clip(out, 0.0, 1.0, out=out)
+    encoded = srgb_encode(out)
+    if rendering.look == "default":
+        encoded = smoothstep_tone(encoded).astype(np.float32)
+    return encoded

@@ -1,0 +1,118 @@
+"""One image through the pipeline: mosaic -> packed tiles -> model -> blended, rendered image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from rawdev.color import LOOKS, Rendering, render
+from rawdev.normalize import Prepared, prepare
+from rawdev.raw import Mosaic
+from rawdev.session import ModelSession
+from rawdev.tiling import blend_tiles, plan_tiles
+
+DEFAULT_TILE = 512  # packed samples (1024 output pixels); see benchmarks/RESULTS.md
+DEFAULT_OVERLAP = 16
+AUTO_EXPOSURE_PERCENTILE = 99.0  # LibRaw's auto-bright: 1% of pixels may clip
+AUTO_EXPOSURE_MAX_EV = 6.0
+
+
+@dataclass(frozen=True)
+class DevelopOptions:
+    """How to develop: the options `rawdev develop` and `rawdev compare` share."""
+
+    wb: str = "camera"
+    quad_bayer: str = "bin"
+    exposure: str = "auto"  # "auto" or EV as text
+    look: str = "default"
+    bits: int = 16
+    tile: int | None = None  # packed samples; None = auto
+    overlap: int = DEFAULT_OVERLAP
+
+    def __post_init__(self):
+        if self.look not in LOOKS:
+            raise ValueError(f"--look {self.look!r}: choose one of {', '.join(LOOKS)}")
+        if self.bits not in (8, 16):
+            raise ValueError("--bits must be 8 or 16")
+        if self.exposure != "auto":
+            try:
+                float(self.exposure)
+            except ValueError:
+                raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV") from None
+
+
+@dataclass
+class Developed:
+    """A developed image (orientation not yet applied) and what was done to make it."""
+
+    image: np.ndarray  # (H, W, 3) uint16 or uint8
+    exposure_ev: float
+    wb_gains: np.ndarray
+    tiles: int
+    tile_shape: tuple[int, int]
+
+
+def auto_exposure_ev(prepared: Prepared, cam_to_srgb: np.ndarray, stride: int = 4) -> float:
+    """LibRaw-style auto brightness from a subsample of the mosaic: the 99th percentile of the
+    brightest channel maps to white; never darkens."""
+    src = prepared.source
+    planes = src[::stride, ::stride] if stride > 1 else src[:, :]
+    sub = planes
+    sites = src.sites
+    colour = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+    rgb = np.zeros(sub.shape[:2] + (3,), np.float32)
+    counts = np.zeros(3, np.float32)
+    for i, site in enumerate(sites):
+        rgb[..., colour[site]] += sub[..., i]
+        counts[colour[site]] += 1
+    rgb /= counts
+    lin = np.clip(rgb.reshape(-1, 3) @ np.asarray(cam_to_srgb, np.float32).T, 0, None)
+    level = float(max(np.percentile(lin[:, c], AUTO_EXPOSURE_PERCENTILE) for c in range(3)))
+    if level <= 0:
+        return 0.0
+    return float(np.clip(-np.log2(level), 0.0, AUTO_EXPOSURE_MAX_EV))
+
+
+def develop_mosaic(
+    mosaic: Mosaic,
+    model: ModelSession,
+    options: DevelopOptions = DevelopOptions(),
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Developed:
+    """Develop one mosaic into an (H, W, 3) integer sRGB image at the mosaic's resolution
+    (half of it per axis for binned Quad-Bayer)."""
+    contract = model.contract
+    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer)
+    cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
+    linear = contract.output_space == "linear"
+    if not linear:
+        ev = 0.0
+    elif options.exposure == "auto":
+        ev = auto_exposure_ev(prepared, cam_to_srgb) if options.look == "default" else 0.0
+    else:
+        ev = float(options.exposure)
+    rendering = Rendering(cam_to_srgb, exposure_ev=ev, look=options.look)
+
+    h, w = prepared.source.shape[:2]
+    tile = options.tile or DEFAULT_TILE
+    plan = plan_tiles(h, w, tile=tile, overlap=options.overlap, align=2, scale=contract.scale)
+    canon = prepared.canonical
+    out_h, out_w = canon.height, canon.width
+    peak = 65535 if options.bits == 16 else 255
+    image = np.empty((out_h, out_w, 3), np.uint16 if options.bits == 16 else np.uint8)
+
+    def infer(tile_in: np.ndarray) -> np.ndarray:
+        return model(tile_in)
+
+    for y0, rows in blend_tiles(prepared.source, infer, plan, on_tile):
+        # Map the band (canonical, padded coordinates) onto the unpadded output.
+        top = max(y0, canon.top)
+        bottom = min(y0 + rows.shape[0], canon.top + out_h)
+        if bottom <= top:
+            continue
+        band = rows[top - y0 : bottom - y0, canon.left : canon.left + out_w]
+        encoded = render(band, rendering) if linear else np.clip(band, 0.0, 1.0)
+        image[top - canon.top : bottom - canon.top] = np.round(encoded * np.float32(peak))
+    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape)

@@ -1,0 +1,365 @@
+"""Write CFA (mosaic) DNG files that LibRaw/rawpy reads back, and read a DNG's own CFA tags.
+
+The writer makes the simplest DNG LibRaw accepts: one IFD holding the raw mosaic
+(NewSubfileType 0, PhotometricInterpretation CFA), 16 bits per sample, uncompressed in one strip,
+or one lossless-JPEG strip with ``compress=True``. Colour is described by ColorMatrix1 (XYZ D65 ->
+camera) with CalibrationIlluminant1 = D65 and AsShotNeutral = 1 / white-balance gains; capture
+data (time, exposure, f-number, ISO, focal length, lens) go into the same IFD, which the DNG
+specification allows, and into an EXIF IFD, where LibRaw looks for the ISO.
+
+:func:`read_dng_cfa_tags` exists because LibRaw folds a 4x4 Quad-Bayer CFAPattern into a 2x2
+one (it only keeps an 8x2 ``filters`` word), so rawdev reads the pattern from the file itself.
+What rawpy 0.28 (LibRaw 0.22) reports for a quad-RGGB DNG written here: ``raw_pattern``
+[[0, 0], [1, 1]] with ``color_desc`` b'RGBG', i.e. rows of all-R alternating with rows of all-G
+(``raw_colors_visible`` never shows B); it is not even a Bayer pattern.
+
+LibRaw also leaves ``rgb_xyz_matrix`` all zeros for DNG files (ColorMatrix goes straight into
+``color_matrix``, which equals :func:`rawdev.color.cam_to_srgb_matrix` of it), hence
+:func:`read_dng_color_matrices`.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from rawdev.cfa import CFA
+
+# TIFF / DNG tag codes.
+NEW_SUBFILE_TYPE = 254
+ORIENTATION = 274
+MAKE = 271
+MODEL = 272
+EXIF_IFD = 34665
+EXIF_IFD_PLACEHOLDER = EXIF_IFD - 1  # an unassigned code
+EXIF_VERSION = 36864
+DATETIME_ORIGINAL = 36867
+DATETIME = 306
+CFA_REPEAT_PATTERN_DIM = 33421
+CFA_PATTERN = 33422
+EXPOSURE_TIME = 33434
+F_NUMBER = 33437
+ISO_SPEED_RATINGS = 34855
+FOCAL_LENGTH = 37386
+LENS_MODEL = 42036
+DNG_VERSION = 50706
+DNG_BACKWARD_VERSION = 50707
+UNIQUE_CAMERA_MODEL = 50708
+CFA_PLANE_COLOR = 50710
+CFA_LAYOUT = 50711
+BLACK_LEVEL_REPEAT_DIM = 50713
+BLACK_LEVEL = 50714
+WHITE_LEVEL = 50717
+COLOR_MATRIX_1 = 50721
+COLOR_MATRIX_2 = 50722
+AS_SHOT_NEUTRAL = 50728
+CALIBRATION_ILLUMINANT_1 = 50778
+CALIBRATION_ILLUMINANT_2 = 50779
+PHOTOMETRIC_CFA = 32803
+D65 = 21
+
+# TIFF field types.
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL = 1, 2, 3, 4, 5, 7, 10
+
+
+def _rationals(values, signed: bool = False, denominator: int = 1_000_000) -> tuple[int, ...]:
+    """Flatten numbers into (numerator, denominator) pairs; exact for simple fractions."""
+    out: list[int] = []
+    limit = 2**31 - 1 if signed else 2**32 - 1
+    for v in np.ravel(np.asarray(values, np.float64)):
+        if not math.isfinite(v) or (not signed and v < 0):
+            raise ValueError(f"cannot store {v} as a {'signed ' if signed else ''}TIFF rational")
+        f = Fraction(float(v)).limit_denominator(denominator)
+        while abs(f.numerator) > limit or f.denominator > limit:
+            denominator //= 10
+            f = Fraction(float(v)).limit_denominator(max(denominator, 1))
+        out += [f.numerator, f.denominator]
+    return tuple(out)
+
+
+def _black_levels(black, cfa: CFA) -> tuple[tuple[int, int], np.ndarray]:
+    """BlackLevelRepeatDim and BlackLevel values from a scalar, per-colour (R, G, B) levels,
+    or per-position levels of a 2x2 or period x period repeat (row-major)."""
+    b = np.atleast_1d(np.asarray(black, np.float64)).ravel()
+    n = cfa.period
+    if b.size == 1:
+        return (1, 1), b
+    if b.size == 3:  # per colour, laid out through the CFA
+        return (n, n), b[cfa.array].ravel()
+    if b.size == 4:
+        return (2, 2), b
+    if b.size == n * n:
+        return (n, n), b
+    raise ValueError(f"black level needs 1, 3 (R, G, B), 4 (2x2) or {n * n} values, got {b.size}")
+
+
+def write_dng(
+    path,
+    raw: np.ndarray,
+    cfa: CFA,
+    *,
+    black: float | Sequence[float],
+    white: int,
+    xyz_to_cam,
+    wb_gains,
+    make: str = "rawdev",
+    model: str = "Synthetic",
+    orientation: int = 1,
+    datetime: str | None = None,
+    exposure_time: float | None = None,
+    f_number: float | None = None,
+    iso: int | None = None,
+    focal_length: float | None = None,
+    lens: str | None = None,
+    bits_per_sample: int = 16,
+    compress: bool = False,
+) -> None:
+    """Write a CFA mosaic as a DNG.
+
+    ``raw`` is the (H, W) mosaic whose pixel (y, x) has colour ``cfa.pattern[y % n][x % n]``
+    (0=R, 1=G, 2=B); any H, W (LibRaw refuses images under 22 pixels on a side). ``black`` is
+    one level, three per-colour levels (R, G, B), four levels of a 2x2 repeat, or period**2
+    levels of the CFA repeat (LibRaw reports only the smallest of a 4x4 repeat's levels).
+    ``xyz_to_cam`` is the XYZ (D65) -> camera matrix (rows camera R, G, B), written as
+    ColorMatrix1 for D65. ``wb_gains`` are the R, G, B multipliers that neutralize white;
+    AsShotNeutral is their reciprocal normalized to G = 1. ``datetime`` is "YYYY:MM:DD HH:MM:SS".
+    ``compress=True`` stores one lossless-JPEG strip (Compression 7) instead of uncompressed
+    data. Only 16-bit storage is written (the levels say how many bits are used).
+    """
+    import tifffile
+
+    raw = np.asarray(raw)
+    if raw.ndim != 2 or raw.shape[0] < 1 or raw.shape[1] < 1:
+        raise ValueError(f"raw must be a 2-D mosaic, got shape {raw.shape}")
+    if bits_per_sample != 16:
+        raise ValueError("only 16 bits per sample are written")
+    if raw.dtype != np.uint16:
+        if raw.dtype.kind not in "ui" or raw.min() < 0 or raw.max() > 65535:
+            raise ValueError(f"raw must hold integers in 0..65535, got {raw.dtype}")
+        raw = raw.astype(np.uint16)
+    raw = np.ascontiguousarray(raw)
+    if not 1 <= int(orientation) <= 8:
+        raise ValueError(f"orientation must be 1..8 (TIFF Orientation), got {orientation}")
+    n = cfa.period
+    pattern = cfa.array
+    m = np.asarray(xyz_to_cam, np.float64)
+    if m.shape != (3, 3):
+        raise ValueError(f"xyz_to_cam must be 3x3, got {m.shape}")
+    gains = np.asarray(wb_gains, np.float64).ravel()
+    if gains.shape != (3,) or (gains <= 0).any():
+        raise ValueError(f"wb_gains must be three positive R, G, B multipliers, got {wb_gains}")
+    neutral = (1.0 / gains) / (1.0 / gains[1])
+    black_dim, black_values = _black_levels(black, cfa)
+    if not 0 < int(white) <= 65535:
+        raise ValueError(f"white level {white} does not fit 16 bits")
+
+    tags: list[tuple] = [
+        (CFA_REPEAT_PATTERN_DIM, SHORT, 2, (n, n), True),
+        (CFA_PATTERN, BYTE, n * n, bytes(int(v) for v in pattern.ravel()), True),
+        (CFA_PLANE_COLOR, BYTE, 3, b"\x00\x01\x02", True),
+        (CFA_LAYOUT, SHORT, 1, 1, True),
+        (MAKE, ASCII, None, make, True),
+        (MODEL, ASCII, None, model, True),
+        (ORIENTATION, SHORT, 1, int(orientation), True),
+        (DNG_VERSION, BYTE, 4, b"\x01\x04\x00\x00", True),
+        (DNG_BACKWARD_VERSION, BYTE, 4, b"\x01\x01\x00\x00", True),
+        (UNIQUE_CAMERA_MODEL, ASCII, None, f"{make} {model}", True),
+        (BLACK_LEVEL_REPEAT_DIM, SHORT, 2, black_dim, True),
+        (BLACK_LEVEL, RATIONAL, black_values.size, _rationals(black_values, denominator=1000), True),
+        (WHITE_LEVEL, LONG, 1, int(white), True),
+        (COLOR_MATRIX_1, SRATIONAL, 9, _rationals(m, signed=True, denominator=10000), True),
+        (CALIBRATION_ILLUMINANT_1, SHORT, 1, D65, True),
+        (AS_SHOT_NEUTRAL, RATIONAL, 3, _rationals(neutral), True),
+    ]
+    capture = _capture_tags(datetime, exposure_time, f_number, iso, focal_length, lens)
+    # The capture tags go into IFD0 (the DNG specification allows EXIF tags there) and, because
+    # LibRaw reads ISOSpeedRatings only from an EXIF IFD, into an EXIF IFD as well.
+    tags += [
+        (code, dtype, count, value, True)
+        for code, dtype, count, value in capture
+        if code != DATETIME_ORIGINAL
+    ]
+    if capture:
+        # tifffile refuses to write ExifIFD itself: write a placeholder tag that sorts just
+        # before it, then turn it into ExifIFD pointing at an appended EXIF IFD.
+        tags.append((EXIF_IFD_PLACEHOLDER, LONG, 1, 0, True))
+
+    with tifffile.TiffWriter(path, bigtiff=False, byteorder="<") as tif:
+        common = dict(
+            photometric=PHOTOMETRIC_CFA,
+            subfiletype=0,
+            software="rawdev",
+            metadata=None,
+            extratags=tags,
+        )
+        if compress:
+            # One lossless-JPEG strip (ITU T.81 process 14) of one component: LibRaw's DNG
+            # decoder takes it for any size, where tiles past the image edge confuse it.
+            import imagecodecs
+
+            data = imagecodecs.ljpeg_encode(raw)
+            tif.write(
+                iter([data]),
+                shape=raw.shape,
+                dtype=np.uint16,
+                rowsperstrip=raw.shape[0],
+                compression=7,
+                bitspersample=16,
+                **common,
+            )
+        else:
+            tif.write(raw, rowsperstrip=raw.shape[0], compression=None, **common)
+    if capture:
+        _append_exif_ifd(path, [t for t in capture if t[0] != DATETIME])
+
+
+def _capture_tags(datetime, exposure_time, f_number, iso, focal_length, lens) -> list[tuple]:
+    """(code, type, count, value) of the capture tags that were given."""
+    out: list[tuple] = []
+    if exposure_time is not None:
+        out.append((EXPOSURE_TIME, RATIONAL, 1, _rationals([exposure_time])))
+    if f_number is not None:
+        out.append((F_NUMBER, RATIONAL, 1, _rationals([f_number], denominator=100)))
+    if iso is not None:
+        out.append((ISO_SPEED_RATINGS, SHORT, 1, (max(0, min(int(round(iso)), 65535)),)))
+    if datetime is not None:
+        out.append((DATETIME, ASCII, None, datetime))
+        out.append((DATETIME_ORIGINAL, ASCII, None, datetime))
+    if focal_length is not None:
+        out.append((FOCAL_LENGTH, RATIONAL, 1, _rationals([focal_length], denominator=100)))
+    if lens is not None:
+        out.append((LENS_MODEL, ASCII, None, lens))
+    return out
+
+
+def _append_exif_ifd(path, entries: list[tuple]) -> None:
+    """Append an EXIF IFD holding ``entries`` to a little-endian TIFF written by tifffile and
+    turn IFD0's placeholder tag into an ExifIFD tag pointing at it."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        placeholder = tif.pages[0].tags[EXIF_IFD_PLACEHOLDER]
+        entry_offset, valueoffset = placeholder.offset, placeholder.valueoffset
+    fields = [(EXIF_VERSION, UNDEFINED, 4, b"0230")]
+    for code, dtype, _count, value in entries:
+        if dtype == ASCII:
+            data = value.encode("ascii") + b"\x00"
+            fields.append((code, ASCII, len(data), data))
+        elif dtype == SHORT:
+            fields.append((code, SHORT, len(value), struct.pack(f"<{len(value)}H", *value)))
+        else:  # RATIONAL
+            fields.append((code, dtype, len(value) // 2, struct.pack(f"<{len(value)}I", *value)))
+    fields.sort(key=lambda f: f[0])
+    with open(path, "r+b") as fh:
+        fh.seek(0, 2)
+        start = fh.tell() + (fh.tell() % 2)
+        data_at = start + 2 + 12 * len(fields) + 4
+        head = [struct.pack("<H", len(fields))]
+        blob = b""
+        for code, dtype, count, payload in fields:
+            if len(payload) <= 4:
+                head.append(struct.pack("<HHI", code, dtype, count) + payload.ljust(4, b"\x00"))
+            else:
+                head.append(struct.pack("<HHII", code, dtype, count, data_at + len(blob)))
+                blob += payload + b"\x00" * (len(payload) % 2)
+        head.append(struct.pack("<I", 0))
+        fh.seek(start)
+        fh.write(b"".join(head) + blob)
+        fh.seek(entry_offset)
+        fh.write(struct.pack("<H", EXIF_IFD))
+        fh.seek(valueoffset)
+        fh.write(struct.pack("<I", start))
+
+
+def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
+    """The raw IFD's CFARepeatPatternDim and CFAPattern (colours 0=R, 1=G, 2=B), or None.
+
+    Looks at every IFD and its SubIFDs for NewSubfileType 0 with PhotometricInterpretation CFA.
+    Returns None for files that are not TIFF-based or carry no such IFD/tags. CFAPattern entries
+    are mapped through CFAPlaneColor when the file has one.
+    """
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(Path(path))
+    except (tifffile.TiffFileError, ValueError, struct.error):
+        return None
+    with tif:
+        for page in _all_pages(tif):
+            tags = page.tags
+            sub = tags.get(NEW_SUBFILE_TYPE)
+            photometric = tags.get(262)
+            if (sub is not None and int(sub.value) != 0) or photometric is None:
+                continue
+            if int(photometric.value) != PHOTOMETRIC_CFA:
+                continue
+            dim, pat = tags.get(CFA_REPEAT_PATTERN_DIM), tags.get(CFA_PATTERN)
+            if dim is None or pat is None:
+                continue
+            rows, cols = (int(v) for v in np.ravel(dim.value)[:2])
+            value = pat.value
+            values = np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.ravel(value)
+            if rows < 1 or cols < 1 or values.size < rows * cols:
+                continue
+            pattern = np.asarray(values[: rows * cols], np.int64).reshape(rows, cols)
+            planes = tags.get(CFA_PLANE_COLOR)
+            if planes is not None:
+                pv = planes.value
+                plane = np.frombuffer(pv, np.uint8) if isinstance(pv, bytes) else np.ravel(pv)
+                if pattern.max() < plane.size:
+                    pattern = np.asarray(plane, np.int64)[pattern]
+            return (rows, cols), pattern
+    return None
+
+
+def _all_pages(tif):
+    """Every IFD of the file, each followed by its SubIFDs (recursively)."""
+
+    def walk(pages):
+        for page in pages:
+            yield page
+            try:
+                subs = page.pages
+            except Exception:  # a broken SubIFD chain: skip it
+                subs = None
+            if subs:
+                yield from walk(subs)
+
+    yield from walk(tif.pages)
+
+
+def read_dng_color_matrices(path) -> list[tuple[int, np.ndarray]]:
+    """[(CalibrationIlluminant, 3x3 XYZ -> camera ColorMatrix), ...] of a DNG (ColorMatrix1, 2);
+    empty for files that are not TIFF-based or carry none. Only 3-colour matrices are returned."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(Path(path))
+    except (tifffile.TiffFileError, ValueError, struct.error):
+        return []
+    with tif:
+        for page in _all_pages(tif):
+            tags = page.tags
+            out = []
+            for matrix_code, illuminant_code in (
+                (COLOR_MATRIX_1, CALIBRATION_ILLUMINANT_1),
+                (COLOR_MATRIX_2, CALIBRATION_ILLUMINANT_2),
+            ):
+                tag = tags.get(matrix_code)
+                if tag is None:
+                    continue
+                values = np.asarray(tag.value, np.float64).ravel()
+                if values.size == 18:  # (numerator, denominator) pairs
+                    values = values[0::2] / np.where(values[1::2] == 0, 1, values[1::2])
+                if values.size != 9:
+                    continue
+                ill = tags.get(illuminant_code)
+                out.append((int(ill.value) if ill is not None else 0, values.reshape(3, 3)))
+            if out:
+                return out
+    return []

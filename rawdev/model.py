@@ -1,0 +1,162 @@
+"""The model contract carried in ONNX metadata, and the registry of shipped weights.
+
+The pipeline reads what a model expects and returns from its metadata and never guesses a model
+from tensor shapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+PREFIX = "rawdev."
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_MODEL = "csanet-res-c32"
+
+# Site (row, column) of each input plane inside the 2x2 RGGB tile.
+PACKINGS = {
+    "RGGB": ((0, 0), (0, 1), (1, 0), (1, 1)),
+    # The MAI 2021 challenge loader: B, Gb, R, Gr = raw[1::2,1::2], raw[0::2,1::2], raw[0::2,0::2], raw[1::2,0::2]
+    "MAI": ((1, 1), (0, 1), (0, 0), (1, 0)),
+}
+NORMALIZATIONS = ("black-white", "mai")
+OUTPUT_SPACES = ("linear", "srgb")
+
+
+class ContractError(ValueError):
+    """An ONNX file that does not say, or says something impossible, about what it expects."""
+
+
+@dataclass(frozen=True)
+class ModelContract:
+    """What a model takes and returns; stored as ``rawdev.*`` ONNX metadata entries."""
+
+    packing: str = "RGGB"
+    normalization: str = "black-white"
+    white_balance: str = "before"  # "before": the pipeline applies WB to the mosaic; "none"
+    output_space: str = "linear"
+    scale: int = 2  # output pixels per packed sample along each axis
+    width: int = 32
+    variant: str = "residual"
+    version: str = "1"
+    training_data: str = ""
+    steps: int = 0
+    weights_sha256: str = ""
+
+    def __post_init__(self):
+        if self.packing not in PACKINGS:
+            raise ContractError(f"packing {self.packing!r} is not one of {sorted(PACKINGS)}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ContractError(f"normalization {self.normalization!r} is not one of {NORMALIZATIONS}")
+        if self.white_balance not in ("before", "none"):
+            raise ContractError(f"white_balance {self.white_balance!r} must be 'before' or 'none'")
+        if self.output_space not in OUTPUT_SPACES:
+            raise ContractError(f"output_space {self.output_space!r} is not one of {OUTPUT_SPACES}")
+
+    @property
+    def sites(self) -> tuple[tuple[int, int], ...]:
+        return PACKINGS[self.packing]
+
+    def to_metadata(self) -> dict[str, str]:
+        return {PREFIX + k: str(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, str], source: str = "model") -> ModelContract:
+        entries = {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+        if not entries:
+            raise ContractError(
+                f"{source} carries no rawdev model contract in its metadata; "
+                "convert it with `rawdev convert-weights` (or `rawdev models stamp`) first"
+            )
+        kwargs: dict[str, object] = {}
+        for f in fields(cls):
+            if f.name in entries:
+                kwargs[f.name] = int(entries[f.name]) if f.type in ("int", int) else entries[f.name]
+        missing = {"packing", "normalization", "output_space"} - set(kwargs)
+        if missing:
+            raise ContractError(f"{source}: model contract lacks {', '.join(sorted(missing))}")
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def weights_sha256(initializers: list[np.ndarray]) -> str:
+    """Digest of the weights alone (order and values), independent of graph details."""
+    h = hashlib.sha256()
+    for arr in initializers:
+        a = np.ascontiguousarray(arr)
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def read_contract(path: Path) -> ModelContract:
+    """Contract of an ONNX file, read from its metadata without loading the weights."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError and friends
+        raise ContractError(f"{path}: not a readable ONNX file ({exc.__class__.__name__})") from exc
+    meta = {p.key: p.value for p in model.metadata_props}
+    return ModelContract.from_metadata(meta, source=str(path))
+
+
+def write_contract(model, contract: ModelContract) -> None:
+    """Set the contract entries on an in-memory onnx.ModelProto (replacing older ones)."""
+    keep = [p for p in model.metadata_props if not p.key.startswith(PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for k, v in contract.to_metadata().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A shipped model: its file and the sha256 recorded when it was published."""
+
+    name: str
+    path: Path
+    sha256: str
+    card: str
+
+    def verify(self) -> bool:
+        return self.path.exists() and file_sha256(self.path) == self.sha256
+
+
+def registry() -> dict[str, RegisteredModel]:
+    """Models shipped in rawdev/weights (listed in registry.json)."""
+    index = WEIGHTS_DIR / "registry.json"
+    if not index.exists():
+        return {}
+    entries = json.loads(index.read_text())
+    return {
+        e["name"]: RegisteredModel(e["name"], WEIGHTS_DIR / e["file"], e["sha256"], e.get("card", ""))
+        for e in entries
+    }
+
+
+def resolve_model(name_or_path: str | None) -> Path:
+    """A registry name or a path to an .onnx file -> the file's path."""
+    name = name_or_path or DEFAULT_MODEL
+    candidate = Path(name).expanduser()
+    if candidate.suffix == ".onnx" or candidate.exists():
+        if not candidate.is_file():
+            raise ContractError(f"model file {candidate} does not exist")
+        return candidate
+    models = registry()
+    if name not in models:
+        known = ", ".join(sorted(models)) or "none shipped"
+        raise ContractError(f"unknown model {name!r} (shipped: {known}); give a registry name or an .onnx path")
+    return models[name].path

@@ -1,0 +1,112 @@
+"""From a Mosaic to what the model's contract asks for: levels, white balance, CFA phase, packing.
+
+Normalization happens tile by tile (``PackedSource``), so no full-size float copy of the image is
+ever made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from rawdev import cfa as cfa_mod
+from rawdev.model import ModelContract
+from rawdev.raw import Mosaic
+
+QUAD_MODES = ("bin", "remosaic")
+DAYLIGHT_FALLBACK = np.array([2.0, 1.0, 1.5])
+
+
+class NormalizeError(ValueError):
+    """The mosaic cannot be brought to what the model expects."""
+
+
+def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
+    """R, G, B multipliers for ``--wb camera|daylight|none|R,G,B``."""
+    choice = wb.strip().lower()
+    if choice == "none":
+        return np.ones(3)
+    if choice == "camera":
+        if mosaic.wb_camera is not None:
+            return mosaic.wb_camera
+        if mosaic.wb_daylight is not None:
+            return mosaic.wb_daylight
+        return DAYLIGHT_FALLBACK
+    if choice == "daylight":
+        if mosaic.wb_daylight is None:
+            raise NormalizeError("the file records no daylight white balance; use --wb camera or R,G,B")
+        return mosaic.wb_daylight
+    try:
+        gains = np.array([float(v) for v in choice.split(",")])
+    except ValueError:
+        gains = np.array([])
+    if gains.shape != (3,) or np.any(gains <= 0):
+        raise NormalizeError(f"--wb {wb!r}: give camera, daylight, none or three positive numbers R,G,B")
+    return gains / gains[1]
+
+
+class PackedSource:
+    """Lazily normalized, white-balanced, packed planes of a canonical RGGB mosaic.
+
+    Implements the tiler's TileSource: ``source[y0:y1, x0:x1]`` returns float32 (h, w, 4).
+    """
+
+    def __init__(self, raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,
+                 sites: tuple[tuple[int, int], ...], clip: bool):
+        self.raw = raw
+        self.sites = sites
+        # Per-plane offset and scale: value = (raw - black) * scale, clipped.
+        self.black = np.array([black[dy, dx] for dy, dx in sites], np.float32)
+        colour = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+        self.scale = np.array([gains[colour[s]] / (white - black[s]) for s in sites], np.float32)
+        self.clip = clip
+        self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, len(sites))
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        ys, xs = key
+        y0, y1 = (ys.start or 0) * 2, (self.shape[0] if ys.stop is None else ys.stop) * 2
+        x0, x1 = (xs.start or 0) * 2, (self.shape[1] if xs.stop is None else xs.stop) * 2
+        step = (ys.step or 1) * 2
+        block = self.raw[y0:y1, x0:x1]
+        planes = np.stack([block[dy::step, dx::step] for dy, dx in self.sites], axis=-1).astype(np.float32)
+        planes -= self.black
+        planes *= self.scale
+        if self.clip:
+            np.clip(planes, 0.0, 1.0, out=planes)
+        return planes
+
+
+@dataclass
+class Prepared:
+    """A mosaic ready for tiling: the packed source and how to undo the CFA padding."""
+
+    source: PackedSource
+    canonical: cfa_mod.Canonical
+    gains: np.ndarray
+
+
+def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: str = "bin") -> Prepared:
+    """Bring a mosaic to the model's contract: Bayer, canonical phase, levels, white balance."""
+    if quad not in QUAD_MODES:
+        raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
+    data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
+    if cfa.kind == "quad":
+        # Black level per 2x2 block colour; binning and remosaic keep the level of their inputs.
+        if quad == "bin":
+            data, cfa = cfa_mod.bin_quad(data, cfa)
+            black = black[::2, ::2]
+        else:
+            data, cfa = cfa_mod.remosaic_quad(data, cfa)
+            black = black[::2, ::2]
+    gains = white_balance_gains(mosaic, wb) if contract.white_balance == "before" else np.ones(3)
+    canonical_data, canonical = cfa_mod.to_canonical(data, cfa)
+    # The black pattern follows the phase shift of the padding.
+    black = np.roll(np.asarray(black, np.float64)[:2, :2], (canonical.top, canonical.left), axis=(0, 1))
+    white = mosaic.white
+    if contract.normalization == "mai" and mosaic.normalization != "mai":
+        # MAI-trained models saw 10-bit data with the black level left in, divided by 4*255.
+        black, white = np.zeros_like(black), mosaic.white * (4 * 255) / 1023
+    clip = contract.normalization != "mai"
+    source = PackedSource(canonical_data, black, white, gains, contract.sites, clip)
+    return Prepared(source, canonical, gains)

@@ -1,0 +1,98 @@
+"""onnxruntime sessions with an explicit provider list and an honest report of what was applied.
+
+One session per model and device, reused across a batch. A device that was asked for and is not
+there is an error: never a silent CPU fallback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rawdev.model import ModelContract, read_contract
+
+DEVICES = ("auto", "cpu", "cuda", "nnapi")
+PROVIDER_OF = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+}
+
+
+class DeviceUnavailable(RuntimeError):
+    """The requested execution provider is not available or was not applied."""
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def provider_list(device: str, available: list[str]) -> list[str | tuple[str, dict]]:
+    """The providers to request for ``device``, in priority order, CPU last."""
+    if device not in DEVICES:
+        raise DeviceUnavailable(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if device == "auto":
+        chosen = next((d for d in ("cuda", "nnapi") if PROVIDER_OF[d] in available), "cpu")
+    else:
+        chosen = device
+    wanted = PROVIDER_OF[chosen]
+    if wanted not in available:
+        raise DeviceUnavailable(
+            f"device {device!r} needs {wanted}, which this onnxruntime build does not have "
+            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA or use --device cpu"
+        )
+    if chosen == "cuda":
+        options = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+        return [(wanted, options), PROVIDER_OF["cpu"]]
+    if chosen == "nnapi":
+        return [wanted, PROVIDER_OF["cpu"]]
+    return [wanted]
+
+
+@dataclass
+class ModelSession:
+    """A loaded model: the onnxruntime session, its contract and the providers really applied."""
+
+    path: Path
+    contract: ModelContract
+    session: object
+    device: str
+    providers: list[str]
+    input_name: str
+    output_name: str
+
+    def __call__(self, packed: np.ndarray) -> np.ndarray:
+        """Run one (h, w, C) tile (or a (N, h, w, C) batch); returns (h*s, w*s, K) float32."""
+        batch = packed if packed.ndim == 4 else packed[None]
+        out = self.session.run([self.output_name], {self.input_name: np.ascontiguousarray(batch, np.float32)})[0]
+        return out if packed.ndim == 4 else out[0]
+
+
+def open_session(path: Path, device: str = "auto", threads: int = 0) -> ModelSession:
+    """Build the session for ``path`` on ``device`` and check that the device was really used."""
+    import onnxruntime as ort
+
+    contract = read_contract(path)
+    providers = provider_list(device, available_providers())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    applied = session.get_providers()
+    primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    if primary not in applied:
+        raise DeviceUnavailable(
+            f"{primary} was requested but onnxruntime applied only {', '.join(applied)} "
+            "(check the CUDA/cuDNN libraries, or use --device cpu)"
+        )
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise DeviceUnavailable(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+    return ModelSession(path, contract, session, device, applied, inputs[0].name, outputs[0].name)

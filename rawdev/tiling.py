@@ -1,0 +1,204 @@
+"""Tile planning and blending: pure numpy, no model inside.
+
+The plan counts tiles first and then picks an even tile size (as chaiNNer's auto split does), so
+every tile of a run has one fixed shape and onnxruntime never re-plans. Tiles that reach past the
+image are reflect-padded. Overlaps are blended with raised-cosine (half-sine squared) weights,
+accumulated in float32, and finished rows are handed out band by band, so memory is set by the
+tile size, not by the image size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+
+class TileSource(Protocol):
+    """Anything with a shape (H, W, C) that returns float32 tiles for 2-D slices."""
+
+    shape: tuple[int, ...]
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class Axis:
+    """Tile starts along one axis; every tile has ``size`` samples."""
+
+    length: int
+    size: int
+    starts: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.starts)
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one image go, in input (packed) samples."""
+
+    rows: Axis
+    cols: Axis
+    overlap: int
+    scale: int
+
+    @property
+    def tile_shape(self) -> tuple[int, int]:
+        return self.rows.size, self.cols.size
+
+    @property
+    def count(self) -> int:
+        return self.rows.count * self.cols.count
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        return self.rows.length * self.scale, self.cols.length * self.scale
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def plan_axis(length: int, max_tile: int, overlap: int, align: int) -> Axis:
+    """Split ``length`` into the fewest tiles of at most ``max_tile`` with at least ``overlap``.
+
+    The count comes first, then the smallest aligned size that covers the axis with that count;
+    starts are aligned and spread evenly, so overlaps are never below ``overlap``.
+    """
+    if length <= 0:
+        raise ValueError("cannot tile an empty axis")
+    max_tile = max(align, (max_tile // align) * align)
+    overlap = min(_round_up(overlap, align), max_tile - align) if max_tile > align else 0
+    if length <= max_tile:
+        return Axis(length, _round_up(length, align), (0,))
+    count = math.ceil((length - overlap) / (max_tile - overlap))
+    size = _round_up(math.ceil((length + (count - 1) * overlap) / count), align)
+    size = min(size, max_tile)
+    span = _round_up(length, align) - size
+    starts = tuple(int(round(i * span / (count - 1) / align)) * align for i in range(count))
+    return Axis(length, size, starts)
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 2, scale: int = 1) -> TilePlan:
+    """Plan tiles of at most ``tile`` x ``tile`` input samples over an (height, width) input."""
+    return TilePlan(plan_axis(height, tile, overlap, align), plan_axis(width, tile, overlap, align), overlap, scale)
+
+
+def blend_ramp(size: int, lead: int, trail: int) -> np.ndarray:
+    """Weights along one tile axis: a raised-cosine rise over ``lead`` samples at the start and
+    fall over ``trail`` at the end, 1 in between. Rising and falling ramps of one overlap add to
+    exactly one (up to rounding), so a flat image stays flat."""
+    w = np.ones(size, np.float32)
+    if lead:
+        t = (np.arange(lead, dtype=np.float64) + 0.5) / lead
+        w[:lead] = (np.sin(t * np.pi / 2) ** 2).astype(np.float32)
+    if trail:
+        t = (np.arange(trail, dtype=np.float64) + 0.5) / trail
+        w[size - trail :] = (np.cos(t * np.pi / 2) ** 2).astype(np.float32)
+    return w
+
+
+def _overlaps(axis: Axis) -> list[tuple[int, int]]:
+    """(lead, trail) overlap lengths of each tile with its neighbours."""
+    out = []
+    for i, s in enumerate(axis.starts):
+        lead = axis.starts[i - 1] + axis.size - s if i > 0 else 0
+        trail = s + axis.size - axis.starts[i + 1] if i + 1 < axis.count else 0
+        out.append((max(lead, 0), max(trail, 0)))
+    return out
+
+
+def read_tile(source: TileSource, y0: int, x0: int, h: int, w: int) -> np.ndarray:
+    """Slice a tile out of ``source``; parts past the edge are reflected (or repeated when the
+    image is too small to reflect)."""
+    height, width = source.shape[:2]
+    y1, x1 = min(y0 + h, height), min(x0 + w, width)
+    tile = np.asarray(source[y0:y1, x0:x1], dtype=np.float32)
+    pad_h, pad_w = h - (y1 - y0), w - (x1 - x0)
+    if pad_h or pad_w:
+        mode = "reflect" if tile.shape[0] > pad_h and tile.shape[1] > pad_w else "symmetric"
+        if mode == "symmetric" and (pad_h > tile.shape[0] or pad_w > tile.shape[1]):
+            mode = "edge"
+        tile = np.pad(tile, ((0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+    return tile
+
+
+def blend_tiles(
+    source: TileSource,
+    infer: Callable[[np.ndarray], np.ndarray],
+    plan: TilePlan,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Run ``infer`` on every tile and yield finished output bands ``(y0, rows)`` top to bottom.
+
+    ``infer`` takes one (h, w, C) float32 tile and returns (h*scale, w*scale, K). Only one row
+    of tiles is held in float32 at a time.
+    """
+    s = plan.scale
+    out_h, out_w = plan.output_shape
+    row_overlaps, col_overlaps = _overlaps(plan.rows), _overlaps(plan.cols)
+    col_ramps = [blend_ramp(plan.cols.size * s, lead * s, trail * s) for lead, trail in col_overlaps]
+    band_acc: np.ndarray | None = None
+    band_w: np.ndarray | None = None
+    band_y0 = 0
+    done = 0
+    for r, y0 in enumerate(plan.rows.starts):
+        lead, trail = row_overlaps[r]
+        row_ramp = blend_ramp(plan.rows.size * s, lead * s, trail * s)
+        ty0 = y0 * s
+        ty1 = ty0 + plan.rows.size * s
+        for c, x0 in enumerate(plan.cols.starts):
+            tile = read_tile(source, y0, x0, plan.rows.size, plan.cols.size)
+            result = np.asarray(infer(tile), dtype=np.float32)
+            expected = (plan.rows.size * s, plan.cols.size * s)
+            if result.shape[:2] != expected:
+                raise ValueError(f"model returned a {result.shape[:2]} tile, expected {expected}")
+            if band_acc is None:
+                band_acc = np.zeros((0, out_w, result.shape[2]), np.float32)
+                band_w = np.zeros((0, out_w, 1), np.float32)
+            # Grow the band down to this tile row's bottom edge.
+            need = min(ty1, out_h) - band_y0
+            if need > band_acc.shape[0]:
+                grow = need - band_acc.shape[0]
+                band_acc = np.concatenate([band_acc, np.zeros((grow, out_w, band_acc.shape[2]), np.float32)])
+                band_w = np.concatenate([band_w, np.zeros((grow, out_w, 1), np.float32)])
+            weight = row_ramp[:, None] * col_ramps[c][None, :]
+            tx0 = x0 * s
+            vy = min(ty1, out_h) - ty0
+            vx = min(tx0 + plan.cols.size * s, out_w) - tx0
+            wv = weight[:vy, :vx, None]
+            by = ty0 - band_y0
+            band_acc[by : by + vy, tx0 : tx0 + vx] += result[:vy, :vx] * wv
+            band_w[by : by + vy, tx0 : tx0 + vx] += wv
+            done += 1
+            if on_tile is not None:
+                on_tile(done, plan.count)
+        # Rows above the next tile row's start are final.
+        final_to = plan.rows.starts[r + 1] * s if r + 1 < plan.rows.count else out_h
+        n = final_to - band_y0
+        if n > 0:
+            yield band_y0, band_acc[:n] / np.maximum(band_w[:n], np.float32(1e-12))
+            band_acc, band_w = band_acc[n:], band_w[n:]
+            band_y0 = final_to
+
+
+def run_tiled(
+    source: TileSource,
+    infer: Callable[[np.ndarray], np.ndarray],
+    plan: TilePlan,
+    on_tile: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Whole output as one float32 array (for tests and small images)."""
+    out_h, out_w = plan.output_shape
+    out: np.ndarray | None = None
+    for y0, rows in blend_tiles(source, infer, plan, on_tile):
+        if out is None:
+            out = np.empty((out_h, out_w, rows.shape[2]), np.float32)
+        out[y0 : y0 + rows.shape[0]] = rows
+    assert out is not None
+    return out

@@ -1,0 +1,331 @@
+"""Training loop: the paper's loss and step schedule, TensorFlow checkpoints, resume, CSV log."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rawdev.color import render, Rendering
+from rawdev.metrics import psnr, ssim
+
+LR_STEPS = ((0.2, 5e-4), (0.5, 1e-4), (0.8, 5e-5), (1.01, 1e-5))
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved next to its checkpoints."""
+
+    run_dir: str
+    variant: str = "residual"
+    width: int = 32
+    steps: int = 60000
+    batch: int = 16
+    patch: int = 128
+    seed: int = 0
+    train_dirs: list[str] = field(default_factory=lambda: ["../shared/data/train"])
+    val_dir: str = "../shared/data/val/cbsd68"
+    pairs: tuple[str, str] | None = None
+    output_space: str = "linear"
+    ssim_weight: float = 0.1
+    vgg_weights: str | None = None
+    vgg_weight: float = 0.001
+    checkpoint_every: int = 500
+    validate_every: int = 2000
+    val_images: int = 12
+    keep_checkpoints: int = 3
+
+
+def learning_rate(step: int, total: int) -> float:
+    """The paper's schedule (5e-4, then 1e-4, 5e-5, 1e-5 at 20/50/80% of the run)."""
+    frac = step / max(total, 1)
+    for edge, lr in LR_STEPS:
+        if frac < edge:
+            return lr
+    return LR_STEPS[-1][1]
+
+
+def tone_tf(x):
+    """sRGB transfer extended linearly below zero, so the loss has gradients everywhere."""
+    import tensorflow as tf
+
+    high = 1.055 * tf.pow(tf.maximum(x, 0.0031308), 1 / 2.4) - 0.055
+    return tf.where(x <= 0.0031308, 12.92 * x, high)
+
+
+def charbonnier(pred, target, eps: float = 1e-6):
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.sqrt(tf.square(pred - target) + eps * eps))
+
+
+class PerceptualLoss:
+    """VGG-19 feature distance (last conv layer) from a user-supplied weights file."""
+
+    def __init__(self, weights_path: str):
+        import keras
+
+        vgg = keras.applications.VGG19(include_top=False, weights=None)
+        vgg.load_weights(weights_path)
+        self.model = keras.Model(vgg.input, vgg.get_layer("block5_conv4").output)
+        self.model.trainable = False
+
+    def __call__(self, pred, target):
+        import tensorflow as tf
+
+        mean = tf.constant([103.939, 116.779, 123.68])
+        def prep(x):
+            return tf.reverse(x * 255.0, axis=[-1]) - mean
+        return tf.reduce_mean(tf.square(self.model(prep(pred)) - self.model(prep(target))))
+
+
+def ssim_tf(x, y, max_val: float = 1.0):
+    """Mean SSIM (Gaussian 11, sigma 1.5, valid windows) with separable filtering.
+
+    tf.image.ssim computes the same figure but with a dense 11x11 filter that costs several
+    times the network's own training step on this CPU.
+    """
+    import tensorflow as tf
+
+    from rawdev.metrics import _gaussian_1d
+
+    g = tf.constant(_gaussian_1d(), tf.float32)
+    channels = x.shape[-1]
+    stack = tf.concat([x, y, x * x, y * y, x * y], axis=-1)
+    n = 5 * channels
+    kh = tf.tile(tf.reshape(g, (11, 1, 1, 1)), (1, 1, n, 1))
+    kw = tf.tile(tf.reshape(g, (1, 11, 1, 1)), (1, 1, n, 1))
+    f = tf.nn.depthwise_conv2d(stack, kh, [1, 1, 1, 1], "VALID")
+    f = tf.nn.depthwise_conv2d(f, kw, [1, 1, 1, 1], "VALID")
+    mx, my, xx, yy, xy = tf.split(f, 5, axis=-1)
+    cov = 121.0 / 120.0
+    sxx, syy, sxy = cov * (xx - mx * mx), cov * (yy - my * my), cov * (xy - mx * my)
+    c1, c2 = (0.01 * max_val) ** 2, (0.03 * max_val) ** 2
+    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
+    return tf.reduce_mean(s)
+
+
+def make_loss(config: TrainConfig):
+    """Charbonnier + w * (1 - SSIM) [+ 0.001 VGG] on tone-mapped output."""
+    import tensorflow as tf
+
+    perceptual = PerceptualLoss(config.vgg_weights) if config.vgg_weights else None
+
+    def loss_fn(pred, target):
+        if config.output_space == "linear":
+            p, t = tone_tf(pred), tone_tf(target)
+        else:
+            p, t = pred, target
+        loss = charbonnier(p, t)
+        if config.ssim_weight:
+            s = ssim_tf(tf.clip_by_value(p, 0.0, 1.0), t)
+            loss = loss + config.ssim_weight * (1.0 - s)
+        if perceptual is not None:
+            loss = loss + config.vgg_weight * perceptual(tf.clip_by_value(p, 0, 1), t)
+        return loss
+
+    return loss_fn, perceptual is not None
+
+
+class BatchPrefetcher:
+    """Synthesizes batches in a background thread so numpy work overlaps the training step."""
+
+    def __init__(self, make_batch, depth: int = 4):
+        self.queue: queue.Queue = queue.Queue(depth)
+        self.make_batch = make_batch
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self.stop.is_set():
+            batch = self.make_batch()
+            while not self.stop.is_set():
+                try:
+                    self.queue.put(batch, timeout=0.5)
+                    break
+                except queue.Full:
+                    continue
+
+    def get(self):
+        return self.queue.get()
+
+    def close(self):
+        self.stop.set()
+
+
+def validation_set(config: TrainConfig):
+    """Fixed synthetic captures of held-out photographs at low and medium noise."""
+    from rawdev.train.synth import NOISE_LEVELS, RGGB, Unprocessor, load_photographs, network_input
+    from rawdev.color import cam_to_srgb_matrix
+
+    images = load_photographs([Path(config.val_dir)])[: config.val_images]
+    unproc = Unprocessor(seed=1234)
+    items = []
+    for level in ("low", "medium"):
+        for img in images:
+            h, w = (img.shape[0] // 4) * 4, (img.shape[1] // 4) * 4
+            srgb = img[:h, :w].astype(np.float32) / 255
+            cap = unproc.capture(srgb, RGGB, shot=NOISE_LEVELS[level])
+            items.append((level, network_input(cap.raw, cap.black, cap.white, cap.wb_gains),
+                          cam_to_srgb_matrix(cap.xyz_to_cam), srgb))
+    return items
+
+
+def evaluate(model, items, output_space: str) -> dict[str, float]:
+    scores: dict[str, list[float]] = {}
+    for level, packed, m, srgb in items:
+        pred = np.asarray(model(packed[None], training=False))[0]
+        if output_space == "linear":
+            out = render(np.clip(pred, 0, 1), Rendering(m, look="neutral"))
+        else:
+            out = np.clip(pred, 0, 1)
+        scores.setdefault(f"psnr_{level}", []).append(psnr(out, srgb))
+        scores.setdefault(f"ssim_{level}", []).append(ssim(out, srgb))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
+
+
+def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = None, log=print) -> Path:
+    """Train (or resume) a CSANet; returns the run directory holding checkpoints and log.csv."""
+    import tensorflow as tf
+
+    from rawdev.train.network import build_csanet
+
+    run = Path(config.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    cfg_path = run / "config.json"
+    if resume and cfg_path.exists():
+        saved = json.loads(cfg_path.read_text())
+        saved.update({k: v for k, v in asdict(config).items() if k in ("steps", "checkpoint_every", "validate_every")})
+        config = TrainConfig(**saved)
+    cfg_path.write_text(json.dumps(asdict(config), indent=2))
+
+    tf.random.set_seed(config.seed)
+    model = build_csanet(config.width, config.variant)
+    optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate(0, config.steps))
+    step_var = tf.Variable(0, dtype=tf.int64, name="step")
+    samples_var = tf.Variable(0, dtype=tf.int64, name="samples")
+    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_var, samples=samples_var)
+    manager = tf.train.CheckpointManager(ckpt, str(run / "checkpoints"), max_to_keep=config.keep_checkpoints)
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint)
+        log(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
+
+    loss_fn, perceptual_on = make_loss(config)
+    log(f"perceptual (VGG-19) term: {'on' if perceptual_on else 'off (no --vgg-weights file given)'}")
+
+    @tf.function(reduce_retracing=True)
+    def train_step(packed, target):
+        with tf.GradientTape() as tape:
+            pred = model(packed, training=True)
+            loss = loss_fn(pred, target)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    make_batch = _batch_source(config, int(step_var.numpy()))
+    prefetch = BatchPrefetcher(make_batch)
+    val_items = validation_set(config) if config.val_dir and Path(config.val_dir).exists() else []
+
+    log_path = run / "log.csv"
+    new_log = not log_path.exists()
+    fields = ["step", "samples", "wall_s", "lr", "loss", "samples_per_s",
+              "psnr_low", "ssim_low", "psnr_medium", "ssim_medium"]
+    log_file = log_path.open("a", newline="")
+    writer = csv.DictWriter(log_file, fieldnames=fields)
+    if new_log:
+        writer.writeheader()
+
+    started = time.monotonic()
+    wall_offset = _last_wall(log_path)
+    window_loss, window_start, window_samples = [], time.monotonic(), 0
+    try:
+        while int(step_var.numpy()) < config.steps:
+            step = int(step_var.numpy())
+            optimizer.learning_rate.assign(learning_rate(step, config.steps))
+            packed, target = prefetch.get()
+            loss = float(train_step(packed, target))
+            step_var.assign_add(1)
+            samples_var.assign_add(len(packed))
+            window_loss.append(loss)
+            window_samples += len(packed)
+            step += 1
+            done = step >= config.steps
+            if step % 100 == 0:
+                log(f"step {step} loss {np.mean(window_loss[-100:]):.5f} "
+                    f"{window_samples / (time.monotonic() - window_start):.1f} samples/s")
+            out_of_time = max_minutes is not None and time.monotonic() - started > max_minutes * 60
+            if step % config.checkpoint_every == 0 or done or out_of_time:
+                manager.save(checkpoint_number=step)
+                row = {"step": step, "samples": int(samples_var.numpy()),
+                       "wall_s": round(wall_offset + time.monotonic() - started, 1),
+                       "lr": learning_rate(step - 1, config.steps), "loss": round(float(np.mean(window_loss)), 6),
+                       "samples_per_s": round(window_samples / (time.monotonic() - window_start), 2)}
+                if val_items and (step % config.validate_every == 0 or done):
+                    row.update({k: round(v, 4) for k, v in evaluate(model, val_items, config.output_space).items()})
+                writer.writerow(row)
+                log_file.flush()
+                log(" ".join(f"{k}={v}" for k, v in row.items()))
+                window_loss, window_start, window_samples = [], time.monotonic(), 0
+            if out_of_time:
+                break
+    finally:
+        prefetch.close()
+        log_file.close()
+    return run
+
+
+def _last_wall(log_path: Path) -> float:
+    if not log_path.exists():
+        return 0.0
+    rows = list(csv.DictReader(log_path.open()))
+    return float(rows[-1]["wall_s"]) if rows else 0.0
+
+
+def _batch_source(config: TrainConfig, step: int):
+    """A callable returning (packed, target) batches: synthetic or real pairs."""
+    if config.pairs:
+        from rawdev.train.pairs import PairedData
+
+        data = PairedData(Path(config.pairs[0]), Path(config.pairs[1]), config.patch, seed=config.seed + step)
+    else:
+        from rawdev.train.synth import TrainingData, load_photographs
+
+        images = load_photographs([Path(d) for d in config.train_dirs])
+        if not images:
+            raise FileNotFoundError(f"no training photographs under {config.train_dirs}")
+        data = TrainingData(images, config.patch, seed=config.seed + step)
+
+    def make():
+        b = data.batch(config.batch)
+        return b.packed, b.target
+
+    return make
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(description="train CSANet (see rawdev train --help)")
+    p.add_argument("run_dir")
+    p.add_argument("--variant", default="residual")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--steps", type=int, default=60000)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--patch", type=int, default=128)
+    p.add_argument("--max-minutes", type=float, default=None)
+    a = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    cfg = TrainConfig(a.run_dir, variant=a.variant, width=a.width, steps=a.steps, batch=a.batch, patch=a.patch)
+    train(cfg, max_minutes=a.max_minutes, log=lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The tiler through its invariants."""
+
+import numpy as np
+import pytest
+
+from rawdev.tiling import blend_ramp, plan_axis, plan_tiles, run_tiled
+
+
+def identity(tile: np.ndarray) -> np.ndarray:
+    return tile
+
+
+def upsample2(tile: np.ndarray) -> np.ndarray:
+    return np.repeat(np.repeat(tile, 2, axis=0), 2, axis=1)
+
+
+@pytest.mark.parametrize("length,tile,overlap", [(1, 64, 8), (100, 64, 8), (513, 128, 16), (4000, 512, 32),
+                                                 (130, 64, 0), (67, 66, 8)])
+def test_axis_plan_covers_everything_with_one_size_and_enough_overlap(length, tile, overlap):
+    axis = plan_axis(length, tile, overlap, align=2)
+    assert axis.size <= max(tile, 2) and axis.size % 2 == 0
+    assert axis.starts[0] == 0
+    assert axis.starts[-1] + axis.size >= length
+    assert all(s % 2 == 0 for s in axis.starts)
+    for a, b in zip(axis.starts, axis.starts[1:]):
+        assert a + axis.size - b >= overlap  # neighbours overlap by at least the request
+        assert b > a
+
+
+def test_count_comes_first_then_an_even_size():
+    axis = plan_axis(900, 512, 32, align=2)
+    # two tiles are enough, so the size shrinks to what two tiles need instead of staying 512
+    assert axis.count == 2
+    assert axis.size == (900 + 32) // 2
+
+
+@pytest.mark.parametrize("shape,tile,overlap", [((37, 53), 16, 4), ((64, 64), 16, 6), ((10, 7), 32, 8),
+                                                ((120, 90), 40, 10)])
+def test_identity_model_gives_back_its_input(shape, tile, overlap):
+    rng = np.random.default_rng(0)
+    image = (rng.integers(0, 65536, (*shape, 4)) / 65535).astype(np.float32)
+    plan = plan_tiles(*shape, tile=tile, overlap=overlap)
+    out = run_tiled(image, identity, plan)
+    assert out.shape == image.shape
+    np.testing.assert_allclose(out, image, rtol=0, atol=2e-7)
+    # 16-bit input quantized again, as written to disk, comes back exactly
+    q = lambda a: np.round(a * 65535).astype(np.uint16)  # noqa: E731
+    assert np.array_equal(q(out), q(image))
+
+
+def test_upsampling_model_keeps_geometry():
+    rng = np.random.default_rng(1)
+    image = rng.random((30, 46, 3), dtype=np.float32)
+    plan = plan_tiles(30, 46, tile=12, overlap=4, scale=2)
+    out = run_tiled(image, upsample2, plan)
+    np.testing.assert_allclose(out, upsample2(image), atol=2e-7)
+
+
+def test_flat_image_stays_flat_whatever_the_model_does_per_tile():
+    image = np.full((64, 80, 4), 0.25, np.float32)
+    plan = plan_tiles(64, 80, tile=24, overlap=8)
+    out = run_tiled(image, lambda t: t * 2.0, plan)
+    np.testing.assert_allclose(out, 0.5, atol=1e-6)
+
+
+def test_tile_differences_blend_smoothly_without_steps():
+    # Each tile adds its own offset (what per-tile channel attention statistics can do);
+    # blending must turn the step into a ramp no steeper than offset / overlap per sample.
+    image = np.zeros((16, 200, 1), np.float32)
+    plan = plan_tiles(16, 200, tile=64, overlap=32)
+    counter = iter(range(100))
+    out = run_tiled(image, lambda t: t + 0.1 * next(counter), plan)
+    steps = np.abs(np.diff(out[0, :, 0]))
+    assert steps.max() < 0.1 / 32 * 2
+
+
+def test_ramps_of_one_overlap_sum_to_one():
+    up = blend_ramp(40, 16, 0)[:16]
+    down = blend_ramp(40, 0, 16)[-16:]
+    np.testing.assert_allclose(up + down, 1.0, atol=1e-6)
+
+
+def test_every_tile_has_the_same_shape():
+    shapes = set()
+    plan = plan_tiles(101, 77, tile=32, overlap=8)
+
+    def record(tile):
+        shapes.add(tile.shape)
+        return tile
+
+    run_tiled(np.zeros((101, 77, 4), np.float32), record, plan)
+    assert shapes == {(*plan.tile_shape, 4)}
+
+
+def test_wrong_output_size_is_an_error():
+    plan = plan_tiles(16, 16, tile=8, overlap=2, scale=2)
+    with pytest.raises(ValueError, match="expected"):
+        run_tiled(np.zeros((16, 16, 4), np.float32), identity, plan)
