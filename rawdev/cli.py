@@ -197,5 +197,13 @@ def models_path(name: str = typer.Argument("csanet-res-c32")) -> None:
         raise usage_error(str(exc)) from None
 
 
+def _register_optional_commands() -> None:
+    from rawdev import compare
+
+    compare.register(app)
+
+
+_register_optional_commands()
+
 if __name__ == "__main__":
     app()
