@@ -84,7 +84,8 @@ def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = F
             walker = p.rglob("*") if recursive else p.glob("*")
             files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in suffixes)
             if not files:
-                raise InputError(f"{p}: folder holds no RAW file ({'searched sub-folders' if recursive else 'use --recursive for sub-folders'})")
+                hint = "searched sub-folders" if recursive else "use --recursive for sub-folders"
+                raise InputError(f"{p}: folder holds no RAW file ({hint})")
             for f in files:
                 add(f, p)
         elif any(ch in item for ch in "*?["):
@@ -159,9 +160,15 @@ def run_batch(
     summary = Summary()
     inputs = {j.source.resolve() for j in jobs if j.source.exists()}
     todo: list[Job] = []
+    claimed: dict[Path, Job] = {}  # output -> the job that writes it (a.dng and a.nef both make a.tif)
     for job in jobs:
         decided = check_job(job, run.overwrite, inputs)
+        key = Path(os.path.abspath(job.output))
+        if decided is None and key in claimed:
+            decided = Outcome(job, "failed", f"output {job.output} is already the output of {claimed[key].source}; "
+                                             "develop these files into different -o folders")
         if decided is None:
+            claimed[key] = job
             todo.append(job)
         else:
             summary.outcomes.append(decided)

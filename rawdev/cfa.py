@@ -169,8 +169,12 @@ def bin_quad(raw: np.ndarray, cfa: CFA) -> tuple[np.ndarray, CFA]:
     if cfa.kind != "quad":
         raise CFAError(f"{cfa} is not a Quad-Bayer pattern")
     h, w = (raw.shape[0] // 2) * 2, (raw.shape[1] // 2) * 2
-    r = raw[:h, :w].astype(np.float32)
-    binned = (r[0::2, 0::2] + r[0::2, 1::2] + r[1::2, 0::2] + r[1::2, 1::2]) * np.float32(0.25)
+    # Accumulate quarter-size planes: no full-size float32 copy of the mosaic.
+    binned = raw[0:h:2, 0:w:2].astype(np.float32)
+    binned += raw[0:h:2, 1:w:2]
+    binned += raw[1:h:2, 0:w:2]
+    binned += raw[1:h:2, 1:w:2]
+    binned *= np.float32(0.25)
     return binned, _as_cfa(cfa.array[::2, ::2])
 
 

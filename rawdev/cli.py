@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -49,7 +48,7 @@ def usage_error(message: str) -> typer.Exit:
 @app.command()
 def develop(
     inputs: list[str] = typer.Argument(..., help="RAW files, globs or folders."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Output folder [default: beside each input]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output folder [default: beside each input]."),
     model: str = typer.Option("csanet-res-c32", "--model", "-m", help="Registry name or path to an .onnx model."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or nnapi."),
     threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = all cores)."),
@@ -59,9 +58,9 @@ def develop(
     exposure: str = typer.Option("auto", help="auto (LibRaw-like brightening) or exposure in EV."),
     look: str = typer.Option("default", help="default (tone curve) or neutral (matrix and sRGB transfer only)."),
     quad_bayer: str = typer.Option("bin", "--quad-bayer", help="Quad-Bayer: bin (half size) or remosaic."),
-    cfa: Optional[str] = typer.Option(None, help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB."),
-    black: Optional[float] = typer.Option(None, help="Override the black level (PNG mosaics: default 0)."),
-    white: Optional[float] = typer.Option(None, help="Override the white level (PNG mosaics: default 1020)."),
+    cfa: str | None = typer.Option(None, help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB."),
+    black: float | None = typer.Option(None, help="Override the black level (PNG mosaics: default 0)."),
+    white: float | None = typer.Option(None, help="Override the white level (PNG mosaics: default 1020)."),
     tile: str = typer.Option("auto", help="Tile size in packed samples (auto or N)."),
     overlap: int = typer.Option(16, help="Tile overlap in packed samples."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
@@ -115,6 +114,80 @@ def develop(
     raise typer.Exit(summary.exit_code)
 
 
+@app.command("convert-weights")
+def convert_weights(
+    checkpoint: Path = typer.Argument(..., help="Run folder, ckpt-N prefix or .weights.h5 file."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: model.onnx here]."),
+    variant: str | None = typer.Option(None, help="paper or residual [default: from the run's config]."),
+    width: int | None = typer.Option(None, help="Channel width C [default: from the run's config]."),
+    output_space: str | None = typer.Option(None, help="linear or srgb [default: from the run's config]."),
+    name_map: Path | None = typer.Option(None, help="JSON map of foreign variable names to ours."),
+    fixed_shape: str | None = typer.Option(None, help="Static output size HxW for NNAPI, e.g. 544x960."),
+    ort: bool = typer.Option(False, "--ort", help="Also write the ORT format for mobile runtimes."),
+) -> None:
+    """Convert a TensorFlow checkpoint to ONNX, checked against TensorFlow before writing."""
+    from rawdev.convert import ConversionError, convert_checkpoint
+
+    fixed = None
+    if fixed_shape:
+        try:
+            h, w = (int(v) for v in fixed_shape.lower().split("x"))
+        except ValueError:
+            raise usage_error(f"--fixed-shape {fixed_shape!r}: give HxW, e.g. 544x960") from None
+        if h % 4 or w % 4:
+            raise usage_error("--fixed-shape: height and width must be multiples of 4")
+        fixed = (h, w)
+    target = output or Path("model.onnx")
+    try:
+        report = convert_checkpoint(checkpoint, target, variant=variant, width=width, output_space=output_space,
+                                    name_map=name_map, fixed_shape=fixed, ort_format=ort)
+    except (ConversionError, FileNotFoundError, ValueError) as exc:
+        _console(stderr=True).print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    c = report.contract
+    out = _console()
+    out.print(f"largest difference to TensorFlow: {report.max_abs_diff:.3g} over inputs {report.parity_shapes}")
+    out.print(f"wrote {report.output} (CSANet {c.variant}, C={c.width}, {c.output_space}, {c.steps} steps, "
+              f"weights sha256 {c.weights_sha256[:16]})")
+    if report.ort_output:
+        out.print(f"wrote {report.ort_output}")
+
+
+@app.command()
+def train(
+    run_dir: Path = typer.Argument(..., help="Folder for checkpoints, config.json and log.csv."),
+    variant: str = typer.Option("residual", help="paper or residual."),
+    width: int = typer.Option(32, help="Channel width C."),
+    steps: int = typer.Option(60000, help="Total steps; the learning-rate schedule scales to it."),
+    batch: int = typer.Option(16, help="Batch size."),
+    patch: int = typer.Option(128, help="Training crop size in output pixels."),
+    data: list[Path] = typer.Option([Path("../shared/data/train")], help="Folders of training photographs."),
+    val: Path | None = typer.Option(Path("../shared/data/val/cbsd68"), help="Held-out validation photographs."),
+    pairs: tuple[Path, Path] | None = typer.Option(None, help="RAW_DIR RGB_DIR of real aligned pairs (srgb model)."),
+    vgg_weights: Path | None = typer.Option(None, help="VGG-19 weights file for the perceptual term."),
+    checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
+    validate_every: int = typer.Option(2000, help="Steps between validations."),
+    max_minutes: float | None = typer.Option(None, help="Stop (with a checkpoint) after this long."),
+    resume: bool = typer.Option(True, help="Continue from the run folder's newest checkpoint."),
+    seed: int = typer.Option(0, help="Seed of the data synthesis."),
+) -> None:
+    """Train CSANet on synthetic RAW (or real pairs); resumable."""
+    try:
+        from rawdev.train.loop import TrainConfig
+        from rawdev.train.loop import train as run_training
+    except ImportError as exc:
+        raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
+    config = TrainConfig(
+        str(run_dir), variant=variant, width=width, steps=steps, batch=batch, patch=patch, seed=seed,
+        train_dirs=[str(d) for d in data], val_dir=str(val) if val else "",
+        pairs=(str(pairs[0]), str(pairs[1])) if pairs else None,
+        output_space="srgb" if pairs else "linear",
+        vgg_weights=str(vgg_weights) if vgg_weights else None,
+        checkpoint_every=checkpoint_every, validate_every=validate_every,
+    )
+    run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
+
+
 def _writable(folder: Path) -> bool:
     import os
     import tempfile
@@ -149,7 +222,8 @@ def info() -> None:
 
         t0 = time.perf_counter()
         s = open_session(resolve_model(None), "auto")
-        table.add_row("applied (auto)", f"{', '.join(s.providers)} ({(time.perf_counter() - t0) * 1000:.0f} ms to load)")
+        load_ms = (time.perf_counter() - t0) * 1000
+        table.add_row("applied (auto)", f"{', '.join(s.providers)} ({load_ms:.0f} ms to load)")
     except Exception as exc:  # noqa: BLE001 - info reports, it does not fail
         table.add_row("applied (auto)", f"no default model loaded: {exc}")
     _console().print(table)

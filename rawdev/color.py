@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -68,15 +69,38 @@ class Rendering:
     look: str = "default"
 
 
+def _linear_srgb(camera_rgb: np.ndarray, rendering: Rendering) -> np.ndarray:
+    """Camera RGB -> linear sRGB with exposure, clipped to [0, 1], float32."""
+    m = np.asarray(rendering.cam_to_srgb, np.float32)
+    if rendering.exposure_ev:
+        m = m * np.float32(2.0**rendering.exposure_ev)
+    out = (camera_rgb.reshape(-1, 3) @ m.T).reshape(camera_rgb.shape)
+    np.clip(out, 0.0, 1.0, out=out)
+    return out
+
+
+LUT_BITS = 20  # linear input steps: fine enough that 16-bit output never skips a code in the shadows
+
+
+@cache
+def _encode_lut(look: str, peak: int) -> np.ndarray:
+    x = np.linspace(0.0, 1.0, (1 << LUT_BITS) + 1, dtype=np.float64)
+    y = srgb_encode(x).astype(np.float64)
+    if look == "default":
+        y = smoothstep_tone(y)
+    return np.round(y * peak).astype(np.uint16 if peak > 255 else np.uint8)
+
+
+def render_to_int(camera_rgb: np.ndarray, rendering: Rendering, peak: int = 65535) -> np.ndarray:
+    """Like :func:`render`, quantized to 0..peak through a lookup table (the fast path for output)."""
+    lin = _linear_srgb(camera_rgb, rendering)
+    index = (lin * np.float32(1 << LUT_BITS) + np.float32(0.5)).astype(np.int32)
+    return _encode_lut(rendering.look, peak)[index]
+
+
 def render(camera_rgb: np.ndarray, rendering: Rendering) -> np.ndarray:
     """Linear white-balanced camera RGB (H, W, 3) -> encoded sRGB in [0, 1], float32."""
-    m = np.asarray(rendering.cam_to_srgb, np.float32)
-    out = camera_rgb.reshape(-1, 3) @ m.T
-    out = out.reshape(camera_rgb.shape)
-    if rendering.exposure_ev:
-        out *= np.float32(2.0**rendering.exposure_ev)
-    np.clip(out, 0.0, 1.0, out=out)
-    encoded = srgb_encode(out)
+    encoded = srgb_encode(_linear_srgb(camera_rgb, rendering))
     if rendering.look == "default":
         encoded = smoothstep_tone(encoded).astype(np.float32)
     return encoded

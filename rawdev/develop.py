@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rawdev.color import LOOKS, Rendering, render
-from rawdev.normalize import Prepared, prepare
+from rawdev.color import LOOKS, Rendering, render_to_int
+from rawdev.normalize import QUAD_MODES, Prepared, parse_wb, prepare
 from rawdev.raw import Mosaic
 from rawdev.session import ModelSession
 from rawdev.tiling import blend_tiles, plan_tiles
@@ -36,6 +36,13 @@ class DevelopOptions:
             raise ValueError(f"--look {self.look!r}: choose one of {', '.join(LOOKS)}")
         if self.bits not in (8, 16):
             raise ValueError("--bits must be 8 or 16")
+        parse_wb(self.wb)  # a usage error before any file is read, not one failure per file
+        if self.quad_bayer not in QUAD_MODES:
+            raise ValueError(f"--quad-bayer {self.quad_bayer!r}: choose {' or '.join(QUAD_MODES)}")
+        if self.tile is not None and self.tile < 2:
+            raise ValueError(f"--tile {self.tile}: give auto or a size of at least 2 packed samples")
+        if self.overlap < 0:
+            raise ValueError(f"--overlap {self.overlap}: must be 0 or more")
         if self.exposure != "auto":
             try:
                 float(self.exposure)
@@ -113,6 +120,8 @@ def develop_mosaic(
         if bottom <= top:
             continue
         band = rows[top - y0 : bottom - y0, canon.left : canon.left + out_w]
-        encoded = render(band, rendering) if linear else np.clip(band, 0.0, 1.0)
-        image[top - canon.top : bottom - canon.top] = np.round(encoded * np.float32(peak))
+        if linear:
+            image[top - canon.top : bottom - canon.top] = render_to_int(band, rendering, peak)
+        else:
+            image[top - canon.top : bottom - canon.top] = np.round(np.clip(band, 0.0, 1.0) * np.float32(peak))
     return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape)

@@ -22,9 +22,26 @@ class NormalizeError(ValueError):
     """The mosaic cannot be brought to what the model expects."""
 
 
+def parse_wb(wb: str) -> str | np.ndarray:
+    """``--wb`` as ``camera``, ``daylight``, ``none`` or R, G, B gains normalized to G = 1; a
+    NormalizeError (a ValueError) names what is accepted."""
+    choice = wb.strip().lower()
+    if choice in ("camera", "daylight", "none"):
+        return choice
+    try:
+        gains = np.array([float(v) for v in choice.split(",")])
+    except ValueError:
+        gains = np.array([])
+    if gains.shape != (3,) or not np.all(np.isfinite(gains)) or np.any(gains <= 0):
+        raise NormalizeError(f"--wb {wb!r}: give camera, daylight, none or three positive numbers R,G,B")
+    return gains / gains[1]
+
+
 def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
     """R, G, B multipliers for ``--wb camera|daylight|none|R,G,B``."""
-    choice = wb.strip().lower()
+    choice = parse_wb(wb)
+    if not isinstance(choice, str):
+        return choice
     if choice == "none":
         return np.ones(3)
     if choice == "camera":
@@ -33,17 +50,10 @@ def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
         if mosaic.wb_daylight is not None:
             return mosaic.wb_daylight
         return DAYLIGHT_FALLBACK
-    if choice == "daylight":
-        if mosaic.wb_daylight is None:
-            raise NormalizeError("the file records no daylight white balance; use --wb camera or R,G,B")
-        return mosaic.wb_daylight
-    try:
-        gains = np.array([float(v) for v in choice.split(",")])
-    except ValueError:
-        gains = np.array([])
-    if gains.shape != (3,) or np.any(gains <= 0):
-        raise NormalizeError(f"--wb {wb!r}: give camera, daylight, none or three positive numbers R,G,B")
-    return gains / gains[1]
+    # daylight
+    if mosaic.wb_daylight is None:
+        raise NormalizeError("the file records no daylight white balance; use --wb camera or R,G,B")
+    return mosaic.wb_daylight
 
 
 class PackedSource:
@@ -92,13 +102,13 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
         raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
     data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
     if cfa.kind == "quad":
-        # Black level per 2x2 block colour; binning and remosaic keep the level of their inputs.
+        # Black level of each 2x2 same-colour block: the mean of its four sites (exact for
+        # binning, which averages them; the per-colour level for remosaic).
         if quad == "bin":
             data, cfa = cfa_mod.bin_quad(data, cfa)
-            black = black[::2, ::2]
         else:
             data, cfa = cfa_mod.remosaic_quad(data, cfa)
-            black = black[::2, ::2]
+        black = np.asarray(black, np.float64).reshape(2, 2, 2, 2).mean(axis=(1, 3))
     gains = white_balance_gains(mosaic, wb) if contract.white_balance == "before" else np.ones(3)
     canonical_data, canonical = cfa_mod.to_canonical(data, cfa)
     # The black pattern follows the phase shift of the padding.

@@ -15,7 +15,7 @@ from rawdev.output import CaptureInfo
 RAW_SUFFIXES = {
     ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2",
     ".pef", ".srw", ".3fr", ".fff", ".iiq", ".mos", ".mrw", ".x3f", ".erf", ".kdc", ".dcr", ".rwl",
-    ".raw", ".gpr", ".mef", ".mdc", ".nef", ".cap", ".ari", ".bay",
+    ".raw", ".gpr", ".mef", ".mdc", ".cap", ".ari", ".bay",
 }
 MOSAIC_PNG_SUFFIXES = {".png"}
 MAI_WHITE = 4 * 255
@@ -110,15 +110,10 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
     if raw.num_colors == 1:
         raise RawReadError("monochrome sensor: there is no colour filter array to develop")
     cfa = cfa_override or _file_cfa(path, raw)
-    pattern = np.asarray(raw.raw_pattern)
-    blacks = np.asarray(raw.black_level_per_channel, np.float64)
-    black_site = blacks[pattern % len(blacks)]
-    if cfa.period != black_site.shape[0]:
-        black_site = np.tile(black_site, (cfa.period // black_site.shape[0],) * 2)
     return Mosaic(
         data=data,
         cfa=cfa,
-        black=black_site,
+        black=_black_sites(path, raw, cfa),
         white=float(raw.white_level),
         wb_camera=_wb(raw.camera_whitebalance),
         wb_daylight=_wb(raw.daylight_whitebalance),
@@ -126,6 +121,59 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
         info=_capture_info(path, raw),
         source=path,
     )
+
+
+def _black_sites(path: Path, raw, cfa: cfa_mod.CFA) -> np.ndarray:
+    """Black level of each site of ``cfa``'s repeat (period x period).
+
+    LibRaw's per-channel levels follow its own 2x2 ``raw_pattern``. For a Quad-Bayer DNG that
+    pattern is a collapsed, non-Bayer one and the levels are wrong (a 2x2 BlackLevel repeat
+    of 100, 200, 300, 400 comes back as 300, 300, 0, 400), so the DNG's own BlackLevel tags
+    are used for 4x4 patterns. When ``--cfa`` gives a pattern of another period than the
+    file's, the levels are mapped by colour, not by position.
+    """
+    if cfa.period == 4:
+        tagged = _dng_black_levels(path, cfa.period)
+        if tagged is not None:
+            return tagged
+    pattern = np.asarray(raw.raw_pattern)
+    blacks = np.asarray(raw.black_level_per_channel, np.float64)
+    black_site = blacks[pattern % len(blacks)]
+    if cfa.period == black_site.shape[0]:
+        return black_site
+    desc = raw.color_desc.decode() if isinstance(raw.color_desc, bytes) else str(raw.color_desc)
+    letters = np.array([desc[i] if i < len(desc) else "?" for i in pattern.ravel()])
+    flat = black_site.ravel()
+    per_colour = np.array([flat[letters == c].mean() if (letters == c).any() else flat.mean() for c in "RGB"])
+    return per_colour[cfa.array]
+
+
+def _dng_black_levels(path: Path, period: int) -> np.ndarray | None:
+    """BlackLevel of a DNG's CFA IFD tiled to period x period, or None (no such tags, not a DNG,
+    a repeat that does not divide the period)."""
+    import tifffile
+
+    from rawdev.dng import BLACK_LEVEL, BLACK_LEVEL_REPEAT_DIM, PHOTOMETRIC_CFA, _all_pages
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for page in _all_pages(tif):
+                tags = page.tags
+                photometric = tags.get(262)
+                level = tags.get(BLACK_LEVEL)
+                if photometric is None or int(photometric.value) != PHOTOMETRIC_CFA or level is None:
+                    continue
+                dim = tags.get(BLACK_LEVEL_REPEAT_DIM)
+                rows, cols = (int(v) for v in np.ravel(dim.value)[:2]) if dim is not None else (1, 1)
+                values = np.ravel(np.asarray(level.value, np.float64))
+                if int(level.dtype) in (5, 10):  # RATIONAL / SRATIONAL: (numerator, denominator) pairs
+                    values = values[0::2] / np.where(values[1::2] == 0, 1, values[1::2])
+                if rows < 1 or cols < 1 or values.size < rows * cols or period % rows or period % cols:
+                    return None
+                return np.tile(values[: rows * cols].reshape(rows, cols), (period // rows, period // cols))
+    except Exception:  # not TIFF-based or damaged: LibRaw's levels stand
+        return None
+    return None
 
 
 def _file_cfa(path: Path, raw) -> cfa_mod.CFA:
@@ -137,6 +185,8 @@ def _file_cfa(path: Path, raw) -> cfa_mod.CFA:
     try:
         if tags is not None:
             (rows, cols), pattern = tags
+            if (rows, cols) == (6, 6):
+                raise RawReadError("X-Trans sensor (6x6 CFA): a Bayer network cannot take it")
             return cfa_mod.validate_cfa(np.asarray(pattern).reshape(rows, cols))
         return cfa_mod.cfa_from_libraw(raw.raw_pattern, raw.color_desc)
     except cfa_mod.CFAError as exc:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rawdev.color import render, Rendering
+from rawdev.color import Rendering, render
 from rawdev.metrics import psnr, ssim
 
 LR_STEPS = ((0.2, 5e-4), (0.5, 1e-4), (0.8, 5e-5), (1.01, 1e-5))
@@ -163,8 +163,8 @@ class BatchPrefetcher:
 
 def validation_set(config: TrainConfig):
     """Fixed synthetic captures of held-out photographs at low and medium noise."""
-    from rawdev.train.synth import NOISE_LEVELS, RGGB, Unprocessor, load_photographs, network_input
     from rawdev.color import cam_to_srgb_matrix
+    from rawdev.train.synth import NOISE_LEVELS, RGGB, Unprocessor, load_photographs, network_input
 
     images = load_photographs([Path(config.val_dir)])[: config.val_images]
     unproc = Unprocessor(seed=1234)
