@@ -49,6 +49,8 @@ class ModelSpec:
     variant: str = "residual"
     width: int = 32
     output_space: str = "linear"
+    normalization: str = "black-white"
+    white_balance: str = "before"
     training_data: str = ""
     steps: int = 0
 
@@ -85,10 +87,13 @@ def find_checkpoint(path: Path) -> tuple[Path, dict]:
 
 
 def _spec_from(config: dict, overrides: dict) -> ModelSpec:
+    paired = bool(config.get("pairs"))
     spec = ModelSpec(
         variant=config.get("variant", "residual"),
         width=int(config.get("width", 32)),
-        output_space=config.get("output_space", "linear"),
+        output_space=config.get("output_space", "srgb" if paired else "linear"),
+        normalization="mai" if paired else "black-white",
+        white_balance="none" if paired else "before",
         training_data=_training_data(config),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
@@ -124,10 +129,10 @@ def load_keras_model(source: Path, overrides: dict | None = None, name_map: dict
         steps = 0
     else:
         step = tf.Variable(0, dtype=tf.int64)
-        status = tf.train.Checkpoint(model=model, step=step).restore(str(prefix)).expect_partial()
         try:
+            status = tf.train.Checkpoint(model=model, step=step).restore(str(prefix)).expect_partial()
             status.assert_existing_objects_matched()
-        except AssertionError as exc:
+        except (AssertionError, ValueError) as exc:
             raise ConversionError(
                 f"{prefix}: the checkpoint does not match a CSANet '{spec.variant}' of width {spec.width} "
                 f"(give --variant/--width, or --name-map for another implementation): {str(exc)[:200]}"
@@ -176,8 +181,11 @@ def _assign_by_name_map(model, reader, name_map: dict[str, str], prefix: Path) -
 def _free_spatial_dims(model_proto, fixed: tuple[int, int] | None) -> None:
     for vi in list(model_proto.graph.input) + list(model_proto.graph.output):
         dims = vi.type.tensor_type.shape.dim
-        dims[0].ClearField("dim_value")
-        dims[0].dim_param = "batch"
+        if fixed is None:
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+        else:  # NNAPI and other static runtimes want every dimension known
+            dims[0].dim_value = 1
         if fixed is None:
             suffix = "" if vi in model_proto.graph.input else "2"
             for k, name in ((1, "height"), (2, "width")):
@@ -265,7 +273,8 @@ def convert_checkpoint(
         raise ConversionError(f"onnxruntime differs from TensorFlow by {diff:.3g} (limit {limit:g}); nothing written")
     initializers = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer]
     contract = ModelContract(
-        packing="RGGB", normalization="black-white", white_balance="before", output_space=spec.output_space,
+        packing="RGGB", normalization=spec.normalization, white_balance=spec.white_balance,
+        output_space=spec.output_space,
         scale=2, width=spec.width, variant=spec.variant, version=__version__,
         training_data=spec.training_data, steps=spec.steps, weights_sha256=weights_sha256(initializers),
     )

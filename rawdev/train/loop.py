@@ -232,14 +232,24 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
 
     make_batch = _batch_source(config, int(step_var.numpy()))
     prefetch = BatchPrefetcher(make_batch)
-    val_items = validation_set(config) if config.val_dir and Path(config.val_dir).exists() else []
+    if config.pairs:
+        from rawdev.train.pairs import validation_pairs
+
+        val_items = validation_pairs(Path(config.pairs[0]), Path(config.pairs[1]))
+    elif config.val_dir and Path(config.val_dir).exists():
+        val_items = validation_set(config)
+    else:
+        val_items = []
 
     log_path = run / "log.csv"
     new_log = not log_path.exists()
-    fields = ["step", "samples", "wall_s", "lr", "loss", "samples_per_s",
-              "psnr_low", "ssim_low", "psnr_medium", "ssim_medium"]
+    fields = ["step", "samples", "wall_s", "lr", "loss", "samples_per_s"]
+    fields += ["psnr_pairs", "ssim_pairs"] if config.pairs else ["psnr_low", "ssim_low", "psnr_medium", "ssim_medium"]
+    if not new_log:  # keep the columns of the log being resumed
+        with log_path.open() as f:
+            fields = next(csv.reader(f))
     log_file = log_path.open("a", newline="")
-    writer = csv.DictWriter(log_file, fieldnames=fields)
+    writer = csv.DictWriter(log_file, fieldnames=fields, extrasaction="ignore")
     if new_log:
         writer.writeheader()
 

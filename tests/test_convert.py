@@ -1,0 +1,110 @@
+"""convert-weights: TensorFlow checkpoints of ours and of other implementations -> checked ONNX."""
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from rawdev.convert import ConversionError, convert_checkpoint  # noqa: E402
+from rawdev.model import read_contract  # noqa: E402
+from rawdev.train.network import build_csanet  # noqa: E402
+
+
+def _trained_like(width=8, variant="residual", seed=1):
+    """A network with non-trivial weights (random, including the zero-initialized output conv)."""
+    tf.random.set_seed(seed)
+    model = build_csanet(width, variant)
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights:
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    return model
+
+
+def _save_run(tmp_path, model, variant, width):
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"variant": variant, "width": width, "train_dirs": ["x"],
+                                                 "patch": 64, "batch": 2}))
+    step = tf.Variable(123, dtype=tf.int64)
+    tf.train.Checkpoint(model=model, step=step).save(str(run / "checkpoints" / "ckpt"))
+    return run
+
+
+def _run_onnx(path, x):
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return s.run(["rgb"], {"packed": x})[0]
+
+
+@pytest.mark.parametrize("variant", ["paper", "residual"])
+def test_run_folder_converts_with_parity_and_a_clean_graph(tmp_path, variant):
+    model = _trained_like(8, variant)
+    run = _save_run(tmp_path, model, variant, 8)
+    report = convert_checkpoint(run, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+    proto = onnx.load(str(tmp_path / "m.onnx"))
+    ops = [n.op_type for n in proto.graph.node]
+    assert not {"SpaceToDepth", "SpaceToBatchND", "BatchToSpaceND"} & set(ops)
+    dilated = [n for n in proto.graph.node if n.op_type == "Conv"
+               and any(a.name == "dilations" and list(a.ints) == [2, 2] for a in n.attribute)]
+    assert len(dilated) == 2  # one per DAM: the spatial attention's depthwise 5x5, dilation 2
+    contract = read_contract(tmp_path / "m.onnx")
+    assert (contract.variant, contract.width, contract.steps, contract.output_space) == (variant, 8, 123, "linear")
+    assert len(contract.weights_sha256) == 64
+    # free spatial size: another shape than the one traced gives TensorFlow's answer
+    x = np.random.default_rng(0).random((1, 26, 34, 4), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+
+
+def test_foreign_checkpoint_converts_through_a_name_map(tmp_path):
+    model = _trained_like(8, "paper", seed=3)
+    foreign = {}
+    mapping = {}
+    for i, w in enumerate(model.weights):
+        name = f"other_impl/block_{i}/{w.path.split('/')[-1]}"
+        foreign[name.replace("/", "_")] = tf.Variable(w.numpy(), name=name)
+        mapping[name.replace("/", "_")] = w.path
+    tf.train.Checkpoint(**foreign).save(str(tmp_path / "foreign" / "ckpt"))
+    (tmp_path / "map.json").write_text(json.dumps(mapping))
+    prefix = tf.train.latest_checkpoint(str(tmp_path / "foreign"))
+    report = convert_checkpoint(prefix, tmp_path / "f.onnx", variant="paper", width=8, name_map=tmp_path / "map.json")
+    assert report.max_abs_diff <= 1e-4
+    x = np.random.default_rng(1).random((1, 16, 20, 4), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "f.onnx", x), model(x).numpy(), atol=1e-4)
+
+
+def test_incomplete_name_map_is_refused_and_writes_nothing(tmp_path):
+    model = _trained_like(8, "paper")
+    w = model.weights[0]
+    tf.train.Checkpoint(only=tf.Variable(w.numpy())).save(str(tmp_path / "foreign" / "ckpt"))
+    (tmp_path / "map.json").write_text(json.dumps({"only": w.path}))
+    prefix = tf.train.latest_checkpoint(str(tmp_path / "foreign"))
+    with pytest.raises(ConversionError, match="unset"):
+        convert_checkpoint(prefix, tmp_path / "x.onnx", variant="paper", width=8, name_map=tmp_path / "map.json")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_wrong_architecture_is_refused(tmp_path):
+    run = _save_run(tmp_path, _trained_like(8, "residual"), "residual", 8)
+    with pytest.raises(ConversionError, match="does not match"):
+        convert_checkpoint(run, tmp_path / "x.onnx", width=16)
+    assert not list(tmp_path.glob("*.onnx"))
+
+
+def test_fixed_shape_for_static_runtimes(tmp_path):
+    run = _save_run(tmp_path, _trained_like(8, "paper"), "paper", 8)
+    convert_checkpoint(run, tmp_path / "fixed.onnx", fixed_shape=(32, 48))
+    proto = onnx.load(str(tmp_path / "fixed.onnx"))
+    dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 16, 24, 4]
+
+
+def test_keras_weights_file_converts(tmp_path):
+    model = _trained_like(8, "residual", seed=5)
+    path = tmp_path / "w.weights.h5"
+    model.save_weights(str(path))
+    report = convert_checkpoint(path, tmp_path / "k.onnx", variant="residual", width=8)
+    assert report.max_abs_diff <= 1e-4
