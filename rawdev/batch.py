@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.output import apply_orientation, write_image
-from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, read_mosaic
+from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
 from rawdev.session import ModelSession
 
 OUTPUT_SUFFIX = {"tiff": ".tif", "png": ".png"}
@@ -65,10 +65,16 @@ class InputError(ValueError):
 def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = False) -> list[tuple[Path, Path]]:
     """Expand files, globs and folders into (file, base folder) pairs, de-duplicated, in order.
 
+    Folders contribute RAW files, and PNGs only when they are 16-bit greyscale mosaics, so that
+    developed PNGs lying beside the inputs are not taken for inputs on the next run.
+
     Missing paths are returned too (with base None-like ``Path()``) so that they fail as a job
     with a clear line instead of silently disappearing.
     """
-    suffixes = RAW_SUFFIXES | (MOSAIC_PNG_SUFFIXES if include_png else set())
+    def wanted(f: Path) -> bool:
+        suffix = f.suffix.lower()
+        return suffix in RAW_SUFFIXES or (include_png and suffix in MOSAIC_PNG_SUFFIXES and is_mosaic_png(f))
+
     seen: set[Path] = set()
     found: list[tuple[Path, Path]] = []
 
@@ -82,7 +88,7 @@ def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = F
         p = Path(item)
         if p.is_dir():
             walker = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in walker if f.is_file() and f.suffix.lower() in suffixes)
+            files = sorted(f for f in walker if f.is_file() and wanted(f))
             if not files:
                 hint = "searched sub-folders" if recursive else "use --recursive for sub-folders"
                 raise InputError(f"{p}: folder holds no RAW file ({hint})")

@@ -79,7 +79,8 @@ def validate_cfa(pattern: np.ndarray) -> CFA:
         validate_cfa(blocks)
         return _as_cfa(p)
     counts = np.bincount(p.ravel(), minlength=3)
-    if p.max() > 2 or p.min() < 0 or tuple(counts) != (1, 2, 1) or p[0, 0] == p[0, 1]:
+    green_diagonal = (p[0, 0] == p[1, 1] == 1) or (p[0, 1] == p[1, 0] == 1)
+    if p.max() > 2 or p.min() < 0 or tuple(counts) != (1, 2, 1) or not green_diagonal:
         raise CFAError(f"2x2 CFA {p.tolist()} is not a Bayer pattern (one R, one B, two G diagonal)")
     return _as_cfa(p)
 

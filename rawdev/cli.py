@@ -79,7 +79,7 @@ def develop(
     try:
         options = DevelopOptions(
             wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
-            tile=None if tile == "auto" else int(tile), overlap=overlap,
+            tile=_tile_option(tile), overlap=overlap,
         )
         cfa_override = parse_cfa(cfa) if cfa else None
     except (ValueError, CFAError) as exc:
@@ -188,15 +188,23 @@ def train(
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 
 
+def _tile_option(tile: str) -> int | None:
+    if tile == "auto":
+        return None
+    try:
+        return int(tile)
+    except ValueError:
+        raise ValueError(f"--tile {tile!r}: give auto or a number of packed samples") from None
+
+
 def _writable(folder: Path) -> bool:
-    import os
     import tempfile
 
     try:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".rawdev-probe-"):
             return True
     except OSError:
-        return os.access(folder, os.W_OK) and False
+        return False
 
 
 @app.command()

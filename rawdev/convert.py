@@ -5,7 +5,9 @@ Reads rawdev's training checkpoints (a run folder or a ``ckpt-N`` prefix), Keras
 variable-name map. tf2onnx converts at a static spatial size, which lets its rewriters turn the
 dilated depthwise convolution into one Conv with dilations instead of a SpaceToBatch chain;
 the spatial dimensions are then freed again (the graph holds no shape constants that depend on
-them, and the parity check runs at a second size to prove it).
+them, and the parity check runs at a second size to prove it). Before conversion the network's
+full-resolution tail is folded to half resolution, an exact re-parameterization that saves most of
+the memory traffic of inference (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -211,14 +213,21 @@ def op_counts(model_proto) -> dict[str, int]:
     return counts
 
 
-def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = None):
-    """Convert with tf2onnx and clean the graph; returns the ONNX ModelProto (no metadata yet)."""
+def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = None, fold: bool = True):
+    """Convert with tf2onnx and clean the graph; returns the ONNX ModelProto (no metadata yet).
+
+    With ``fold`` the full-resolution tail is first re-expressed at half resolution
+    (:func:`rawdev.train.network.fold_for_inference`); the parity check always compares against
+    the network as trained."""
     tf = _tf()
     import tf2onnx
 
+    from rawdev.train.network import fold_for_inference
+
     trace_hw = (fixed_shape[0] // 2, fixed_shape[1] // 2) if fixed_shape else (TRACE_SIZE, TRACE_SIZE)
     signature = [tf.TensorSpec((None, *trace_hw, 4), tf.float32, name=INPUT_NAME)]
-    fn = tf.function(lambda x: model(x, training=False))
+    deploy = fold_for_inference(model) if fold else model
+    fn = tf.function(lambda x: deploy(x, training=False))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=OPSET)
     _free_spatial_dims(proto, fixed_shape)
     _rename_io(proto)
@@ -256,6 +265,7 @@ def convert_checkpoint(
     fixed_shape: tuple[int, int] | None = None,
     ort_format: bool = False,
     limit: float = PARITY_LIMIT,
+    fold: bool = True,
 ) -> ConversionReport:
     """The whole of ``rawdev convert-weights``."""
     import onnx
@@ -263,7 +273,7 @@ def convert_checkpoint(
     mapping = json.loads(Path(name_map).read_text()) if name_map else None
     overrides = {"variant": variant, "width": width, "output_space": output_space}
     model, spec = load_keras_model(Path(source), overrides, mapping)
-    proto = keras_to_onnx(model, spec, fixed_shape)
+    proto = keras_to_onnx(model, spec, fixed_shape, fold)
     if fixed_shape:
         shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, 4)]
     else:

@@ -26,6 +26,16 @@ RAW_MAGIC = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", 
 FLIP_TO_EXIF = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
 
 
+def is_mosaic_png(path: Path) -> bool:
+    """A PNG whose header says 16-bit greyscale: what a mosaic PNG is (developed images are RGB)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(26)
+    except OSError:
+        return False
+    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == 0
+
+
 class RawReadError(Exception):
     """A file rawdev cannot develop; the message says what is wrong and what to do."""
 

@@ -107,3 +107,63 @@ def bilinear_base(packed):
     sparse.set_weights([scatter])
     dense.set_weights([interp])
     return layers.Lambda(lambda t: t[:, 2:-2, 2:-2, :], name="bilinear_crop")(x)
+
+
+def subpixel_kernel(full_res_kernel: np.ndarray) -> np.ndarray:
+    """Re-express "depth-to-space (x2), then a 3x3 convolution" as "a 3x3 convolution at half
+    resolution, then depth-to-space": exactly the same function, but the convolution and all the
+    memory traffic stay at a quarter of the pixels.
+
+    ``full_res_kernel`` is (3, 3, Cin, Cout) applied to depth_to_space(x) where x has 4*Cin channels;
+    returns the (3, 3, 4*Cin, 4*Cout) kernel whose output, put through depth_to_space, equals it.
+    Zero padding at full resolution corresponds to zero padding at half resolution.
+    """
+    k = np.asarray(full_res_kernel)
+    cin, cout = k.shape[2], k.shape[3]
+    w = np.zeros((3, 3, 4 * cin, 4 * cout), k.dtype)
+    for a in range(2):
+        for b in range(2):
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    oy, sy = divmod(a + dy, 2)
+                    ox, sx = divmod(b + dx, 2)
+                    src = (sy * 2 + sx) * cin
+                    dst = (a * 2 + b) * cout
+                    w[oy + 1, ox + 1, src : src + cin, dst : dst + cout] += k[dy + 1, dx + 1]
+    return w
+
+
+def fold_for_inference(model):
+    """The same network with its full-resolution tail moved to half resolution (see
+    :func:`subpixel_kernel`): one depth-to-space of 12 channels at the very end instead of
+    depth-to-space of C channels, a full-resolution convolution and, for the residual variant, a
+    second depth-to-space and a depthwise convolution for the bilinear base."""
+    import tensorflow as tf
+
+    keras = _keras()
+    layers = keras.layers
+    rgb = model.get_layer("rgb")
+    kernel, bias = rgb.get_weights()
+    residual = "residual_out" in [layer.name for layer in model.layers]
+    trunk_end = model.get_layer("half_fuse" if residual else "up").output
+    packed = model.input
+    head = layers.Conv2D(12, 3, padding="same", name="rgb_subpixel")
+    x = head(trunk_end)
+    head.set_weights([subpixel_kernel(kernel), np.tile(bias, 4)])
+    if residual:
+        scatter, interp = bilinear_kernels()
+        dense = np.zeros((3, 3, 3, 3), np.float32)
+        for c in range(3):
+            dense[:, :, c, c] = interp[:, :, c, 0]
+        # scatter (1x1, 4 -> 12) then the subpixel form of the interpolation: one 3x3 conv 4 -> 12
+        bil = np.tensordot(subpixel_kernel(dense), scatter[0, 0], axes=([2], [1])).transpose(0, 1, 3, 2)
+        padded = layers.Lambda(lambda t: tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"),
+                               name="bilinear_pad_fold")(packed)
+        base = layers.Conv2D(12, 3, padding="valid", use_bias=False, name="bilinear_subpixel")
+        b = base(padded)
+        base.set_weights([bil.astype(np.float32)])
+        x = layers.Add(name="residual_subpixel")([x, b])
+    else:
+        x = layers.Activation("sigmoid", name="rgb_sigmoid")(x)
+    out = _depth_to_space(x, "d2s_out")
+    return keras.Model(packed, out, name=model.name + "_folded")

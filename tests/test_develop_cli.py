@@ -1,0 +1,383 @@
+"""`rawdev develop` end to end through typer's CliRunner, with a real (tiny) ONNX model and real
+DNG files; and the tiler inside develop_mosaic: seams and memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rawpy = pytest.importorskip("rawpy")
+
+import imagecodecs  # noqa: E402
+import tifffile  # noqa: E402
+from conftest import random_mosaic, write_test_dng  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from rawdev.cfa import mosaic, parse_cfa  # noqa: E402
+from rawdev.cli import app  # noqa: E402
+from rawdev.develop import DevelopOptions, develop_mosaic  # noqa: E402
+from rawdev.raw import Mosaic  # noqa: E402
+from rawdev.session import available_providers  # noqa: E402
+from rawdev.tiling import plan_tiles  # noqa: E402
+
+
+def develop(*args: str | Path, model: Path):
+    result = CliRunner().invoke(app, ["develop", *map(str, args), "--model", str(model)])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result
+
+
+def hashes(folder: Path) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def leftovers(folder: Path) -> list[Path]:
+    """Temporary or hidden files a writer might leave behind."""
+    return [p for p in folder.rglob("*") if p.name.startswith(".") or "tmp" in p.name]
+
+
+def read_tiff(path: Path) -> np.ndarray:
+    with tifffile.TiffFile(path) as tif:
+        return tif.pages[0].asarray()
+
+
+def lines_about(output: str, name: str) -> list[str]:
+    """Per-file report lines naming ``name`` (not the closing list of failed files)."""
+    return [ln for ln in output.splitlines() if name in ln and not ln.startswith("failed:")]
+
+
+@pytest.fixture
+def inputs(tmp_path) -> Path:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_test_dng(folder / "bayer.dng", random_mosaic(48, 64, seed=1), "GRBG")
+    write_test_dng(folder / "quad.dng", random_mosaic(48, 64, seed=2), "quad-RGGB")
+    return folder
+
+
+# --- what comes out ------------------------------------------------------------------------------
+
+
+def test_bayer_and_quad_dng_develop_to_16_bit_tiffs_of_the_right_size(inputs, tmp_path, bilinear_model):
+    out = tmp_path / "out"
+    result = develop(inputs, "-o", out, model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    bayer, quad = read_tiff(out / "bayer.tif"), read_tiff(out / "quad.tif")
+    assert bayer.dtype == np.uint16 and bayer.shape == (48, 64, 3)
+    assert quad.dtype == np.uint16 and quad.shape == (24, 32, 3)  # binned: half size
+    assert bayer.max() > 1000  # a real image, not zeros
+    assert "2 ok, 0 skipped, 0 failed" in result.output
+    assert "on CPUExecutionProvider" in result.output  # the providers really applied
+    assert leftovers(out) == []
+
+
+def test_quad_remosaic_keeps_full_size(inputs, tmp_path, bilinear_model):
+    out = tmp_path / "out"
+    result = develop(inputs / "quad.dng", "-o", out, "--quad-bayer", "remosaic", model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    assert read_tiff(out / "quad.tif").shape == (48, 64, 3)
+
+
+def test_cfa_override_turns_a_declared_bayer_into_a_binned_quad(tmp_path, bilinear_model):
+    src = write_test_dng(tmp_path / "phone.dng", random_mosaic(48, 64), "RGGB")
+    result = develop(src, "-o", tmp_path / "out", "--cfa", "quad-RGGB", model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    assert read_tiff(tmp_path / "out" / "phone.tif").shape == (24, 32, 3)
+
+
+def test_png_output_and_8_bits(inputs, tmp_path, bilinear_model):
+    out16, out8 = tmp_path / "png16", tmp_path / "png8"
+    assert develop(inputs / "bayer.dng", "-o", out16, "--format", "png", model=bilinear_model).exit_code == 0
+    assert develop(inputs / "bayer.dng", "-o", out8, "-f", "png", "--bits", "8", model=bilinear_model).exit_code == 0
+    png16 = (out16 / "bayer.png").read_bytes()
+    assert png16[:8] == b"\x89PNG\r\n\x1a\n"
+    a16, a8 = imagecodecs.imread(png16), imagecodecs.imread((out8 / "bayer.png").read_bytes())
+    assert a16.dtype == np.uint16 and a16.shape == (48, 64, 3)
+    assert a8.dtype == np.uint8 and a8.shape == (48, 64, 3)
+    # the same picture at two depths
+    assert np.abs(a16 / 65535.0 - a8 / 255.0).max() <= 1 / 255
+
+
+def test_orientation_is_applied(tmp_path, bilinear_model):
+    src = write_test_dng(tmp_path / "portrait.dng", random_mosaic(48, 64), "RGGB", orientation=6)
+    assert develop(src, model=bilinear_model).exit_code == 0  # beside the input
+    assert read_tiff(tmp_path / "portrait.tif").shape == (64, 48, 3)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (33, 47), (45, 23)], ids=lambda s: f"{s[1]}x{s[0]}")
+def test_small_and_odd_images_keep_their_size(tmp_path, bilinear_model, size):
+    src = write_test_dng(tmp_path / "small.dng", random_mosaic(*size), "BGGR")
+    result = develop(src, "-o", tmp_path / "out", "--tile", "64", model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    assert read_tiff(tmp_path / "out" / "small.tif").shape == (*size, 3)
+
+
+def test_png_mosaic_input(tmp_path, bilinear_model):
+    src = tmp_path / "mai.png"
+    imagecodecs.imwrite(str(src), np.random.default_rng(0).integers(0, 1021, (40, 56)).astype(np.uint16))
+    result = develop(src, "-o", tmp_path / "out", model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    assert read_tiff(tmp_path / "out" / "mai.tif").shape == (40, 56, 3)
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+
+def test_batch_reports_each_bad_file_in_one_line_and_goes_on(inputs, tmp_path, bilinear_model):
+    (inputs / "text.dng").write_text("not a raw file at all")
+    (inputs / "empty.nef").write_bytes(b"")
+    good = inputs / "bayer.dng"
+    (inputs / "cut.dng").write_bytes(good.read_bytes()[:2000])  # truncated inside the image data
+    before = hashes(inputs)
+    out = tmp_path / "out"
+    result = develop(inputs, "-o", out, model=bilinear_model)
+    assert result.exit_code == 1
+    reasons = {"text.dng": "not a RAW file", "empty.nef": "empty file (0 bytes)", "cut.dng": "damaged or truncated"}
+    for name, reason in reasons.items():
+        [line] = lines_about(result.output, name)
+        assert line.startswith("failed") and reason in line
+    assert sorted(p.name for p in out.iterdir()) == ["bayer.tif", "quad.tif"]
+    assert "2 ok, 0 skipped, 3 failed" in result.output
+    assert leftovers(out) == []
+    assert hashes(inputs) == before  # inputs are never modified
+
+
+def test_real_bad_samples_in_a_batch(raw_samples, tmp_path, bilinear_model):
+    bad = [raw_samples / "corrupt" / "text_renamed.dng", raw_samples / "corrupt" / "exiv2_Canon-R6-pruned.CR3",
+           raw_samples / "photoprism_canon_eos_6d.dng", raw_samples / "imageio_Nikon_uncompressed.nef"]
+    good = write_test_dng(tmp_path / "good.dng", random_mosaic(32, 32), "RGGB")
+    out = tmp_path / "out"
+    result = develop(*bad, good, "-o", out, model=bilinear_model)
+    assert result.exit_code == 1
+    for path in bad:
+        assert len(lines_about(result.output, path.name)) == 1
+    assert "linear DNG" in lines_about(result.output, "photoprism_canon_eos_6d.dng")[0]
+    assert "RGB scan" in lines_about(result.output, "imageio_Nikon_uncompressed.nef")[0]
+    assert [p.name for p in out.iterdir()] == ["good.tif"]
+    assert "1 ok, 0 skipped, 4 failed" in result.output
+
+
+def test_existing_output_is_skipped_and_untouched_unless_overwrite(inputs, tmp_path, bilinear_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "bayer.tif").write_bytes(b"an older result")
+    result = develop(inputs / "bayer.dng", "-o", out, model=bilinear_model)
+    assert result.exit_code == 0
+    [line] = lines_about(result.output, "bayer.dng")
+    assert line.startswith("skipped") and "--overwrite" in line
+    assert (out / "bayer.tif").read_bytes() == b"an older result"
+    assert "0 ok, 1 skipped, 0 failed" in result.output
+    result = develop(inputs / "bayer.dng", "-o", out, "--overwrite", model=bilinear_model)
+    assert result.exit_code == 0
+    assert read_tiff(out / "bayer.tif").shape == (48, 64, 3)
+    assert leftovers(out) == []
+
+
+def test_an_output_never_replaces_its_input(tmp_path, bilinear_model):
+    # A PNG mosaic developed to PNG beside itself (or with -o its own folder) would overwrite it.
+    src = tmp_path / "shot.png"
+    imagecodecs.imwrite(str(src), np.random.default_rng(0).integers(0, 1021, (32, 32)).astype(np.uint16))
+    before = src.read_bytes()
+    for extra in ([], ["-o", tmp_path], ["-o", tmp_path, "--overwrite"]):
+        result = develop(src, "--format", "png", *extra, model=bilinear_model)
+        assert result.exit_code == 1
+        [line] = lines_about(result.output, "shot.png -") or lines_about(result.output, "would replace")
+        assert "would replace an input" in line
+        assert src.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shot.png"]
+
+
+def test_two_inputs_with_one_output_name_do_not_overwrite_each_other(tmp_path, bilinear_model):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    write_test_dng(folder / "a.dng", random_mosaic(32, 32), "RGGB")
+    write_test_dng(folder / "a.nef", random_mosaic(40, 40), "RGGB")  # a DNG in disguise, same stem
+    out = tmp_path / "out"
+    result = develop(folder, "-o", out, model=bilinear_model)
+    assert result.exit_code == 1
+    [line] = lines_about(result.output, "a.nef:")
+    assert "already the output of" in line and "a.dng" in line
+    assert read_tiff(out / "a.tif").shape == (32, 32, 3)  # the first one's, not overwritten
+    assert "1 ok, 0 skipped, 1 failed" in result.output
+
+
+def test_recursive_keeps_sub_folders(tmp_path, bilinear_model):
+    root = tmp_path / "in"
+    (root / "day1" / "am").mkdir(parents=True)
+    write_test_dng(root / "top.dng", random_mosaic(32, 32), "RGGB")
+    write_test_dng(root / "day1" / "a.dng", random_mosaic(32, 32), "RGGB")
+    write_test_dng(root / "day1" / "am" / "b.dng", random_mosaic(32, 32), "RGGB")
+    out = tmp_path / "out"
+    result = develop(root, "-r", "-o", out, model=bilinear_model)
+    assert result.exit_code == 0, result.output
+    made = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.tif"))
+    assert made == ["day1/a.tif", "day1/am/b.tif", "top.tif"]
+    # without --recursive only the top folder is developed
+    result = develop(root, "-o", tmp_path / "flat", model=bilinear_model)
+    assert result.exit_code == 0
+    assert [p.name for p in (tmp_path / "flat").rglob("*.tif")] == ["top.tif"]
+
+
+def test_a_file_whose_output_folder_cannot_be_made_fails_alone(tmp_path, bilinear_model):
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    write_test_dng(root / "top.dng", random_mosaic(32, 32), "RGGB")
+    write_test_dng(root / "sub" / "b.dng", random_mosaic(32, 32), "RGGB")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the sub-folder should go")  # mkdir fails, even as root
+    result = develop(root, "-r", "-o", out, model=bilinear_model)
+    assert result.exit_code == 1
+    [line] = lines_about(result.output, "b.dng")
+    assert line.startswith("failed") and "cannot write" in line
+    assert (out / "top.tif").is_file()
+    assert leftovers(out) == []
+
+
+def test_output_folder_under_a_file_is_a_usage_error(inputs, tmp_path, bilinear_model):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = develop(inputs, "-o", blocker / "out", model=bilinear_model)
+    assert result.exit_code == 2
+    assert "cannot create output folder" in result.output
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0,
+                    reason="permission bits do not stop root (or non-POSIX) from writing")
+def test_read_only_output_folder_is_a_usage_error(inputs, tmp_path, bilinear_model):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        result = develop(inputs, "-o", out, model=bilinear_model)
+    finally:
+        out.chmod(0o700)
+    assert result.exit_code == 2
+    assert "not writable" in result.output
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--format", "jpg"], "--format 'jpg'"),
+        (["--wb", "warm"], "--wb 'warm'"),
+        (["--wb", "1,0,1"], "three positive numbers"),
+        (["--bits", "12"], "--bits"),
+        (["--cfa", "RGGX"], "CFA pattern 'RGGX'"),
+        (["--quad-bayer", "crop"], "--quad-bayer 'crop'"),
+        (["--look", "vivid"], "--look 'vivid'"),
+        (["--exposure", "bright"], "--exposure 'bright'"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_usage_errors_exit_2_before_any_file_is_written(inputs, tmp_path, bilinear_model, args, message):
+    out = tmp_path / "out"
+    result = develop(inputs, "-o", out, *args, model=bilinear_model)
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and message in result.output
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="CUDA is available here")
+def test_cuda_without_cuda_is_a_usage_error_not_a_silent_fallback(inputs, tmp_path, bilinear_model):
+    result = develop(inputs, "-o", tmp_path / "out", "--device", "cuda", model=bilinear_model)
+    assert result.exit_code == 2
+    assert "CUDAExecutionProvider" in result.output and "--device cpu" in result.output
+
+
+def test_missing_model_and_empty_folder_are_usage_errors(inputs, tmp_path, bilinear_model):
+    result = develop(inputs, "-o", tmp_path / "out", model=tmp_path / "missing.onnx")
+    assert result.exit_code == 2 and "does not exist" in result.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no raw here")
+    result = develop(empty, model=bilinear_model)
+    assert result.exit_code == 2 and "holds no RAW file" in result.output
+
+
+# --- the tiler inside develop_mosaic -------------------------------------------------------------
+
+
+def _gradient_mosaic(h: int, w: int) -> Mosaic:
+    """A smooth ramp: the tiles' means differ, which is what makes seams with a tile-global model."""
+    y, x = np.mgrid[0:h, 0:w] / np.array([h, w])[:, None, None]
+    rgb = np.stack([0.2 + 0.3 * x, 0.3 + 0.2 * y, 0.25 + 0.15 * x * y], axis=-1)
+    cfa = parse_cfa("RGGB")
+    data = np.round(mosaic(rgb, cfa) * 4000).astype(np.uint16)
+    return Mosaic(data=data, cfa=cfa, black=np.zeros((2, 2)), white=4000.0, cam_to_srgb=np.eye(3))
+
+
+def _overlap_zones(starts: tuple[int, ...], size: int, length: int, reach: int = 2) -> np.ndarray:
+    """Mask over output-pixel differences (index i: pixel i+1 - pixel i) inside tile overlaps,
+    widened by the model's reach (bilinear: 2 pixels), where a tile edge can show."""
+    zone = np.zeros(length - 1, bool)
+    for a, b in zip(starts, starts[1:]):
+        zone[max(2 * b - 1 - reach, 0) : 2 * (a + size) + reach] = True
+    return zone
+
+
+def _seam(tiled: np.ndarray, whole: np.ndarray, plan) -> tuple[float, float]:
+    """Largest change of gradient (tiled vs one tile) inside the overlaps and elsewhere."""
+    gx = np.abs(np.diff(tiled, axis=1) - np.diff(whole, axis=1)).max(axis=(0, 2))
+    gy = np.abs(np.diff(tiled, axis=0) - np.diff(whole, axis=0)).max(axis=(1, 2))
+    zx = _overlap_zones(plan.cols.starts, plan.cols.size, tiled.shape[1])
+    zy = _overlap_zones(plan.rows.starts, plan.rows.size, tiled.shape[0])
+    return max(gx[zx].max(), gy[zy].max()), max(gx[~zx].max(), gy[~zy].max())
+
+
+def test_small_tiles_match_one_big_tile_without_seams(mean_session):
+    mos = _gradient_mosaic(200, 264)
+
+    def run(tile: int, overlap: int) -> np.ndarray:
+        options = DevelopOptions(wb="none", exposure="0", look="neutral", tile=tile, overlap=overlap)
+        return develop_mosaic(mos, mean_session, options).image.astype(np.float64) / 65535
+
+    whole = run(1024, 16)
+    tiled = run(32, 16)
+    plan = plan_tiles(100, 132, 32, 16)
+    assert plan.count > 20  # really tiled
+    # the model scales by its tile's mean, so tiles differ from the whole a little, never a lot
+    diff = np.abs(tiled - whole)
+    assert diff.max() < 0.05 and diff.mean() < 0.02
+    at_seams, elsewhere = _seam(tiled, whole, plan)
+    # the measure sees a seam when tiles barely overlap (2 samples: no room to feather) ...
+    hard = run(28, 0)
+    hard_at_seams, hard_elsewhere = _seam(hard, whole, plan_tiles(100, 132, 28, 0))
+    assert hard_at_seams > 5 * hard_elsewhere  # measured: 0.012 at seams, 0.0007 elsewhere
+    # ... and the feathered overlaps spread the tiles' difference into an invisible ramp:
+    # under a quarter of an 8-bit level per pixel, a tenth of the hard seam's step
+    # (measured: 0.0003 at the feathered seams, 0.00006 elsewhere)
+    assert at_seams < 1e-3 and at_seams < hard_at_seams / 10
+
+
+def test_tiler_memory_does_not_grow_with_image_height(bilinear_session):
+    """Peak memory beyond the output image stays set by the tile row, not the image: going from
+    500 to 2000 rows adds far less than one full-size float32 plane."""
+    width = 1200
+    options = DevelopOptions(wb="none", tile=64, overlap=8)
+
+    def mosaic_of(height: int) -> Mosaic:
+        return Mosaic(data=random_mosaic(height, width, seed=height), cfa=parse_cfa("RGGB"),
+                      black=np.zeros((2, 2)), white=4095.0, cam_to_srgb=np.eye(3))
+
+    develop_mosaic(mosaic_of(64), bilinear_session, options)  # warm up: lookup tables built once
+    extra = {}
+    for height in (500, 2000):
+        mos = mosaic_of(height)
+        tracemalloc.start()
+        try:
+            image = develop_mosaic(mos, bilinear_session, options).image
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        extra[height] = peak - image.nbytes
+    # measured: +0.9 MB (the auto-exposure subsample); a float32 copy of the mosaic adds 7.2 MB
+    full_float32_growth = (2000 - 500) * width * 4
+    assert extra[2000] - extra[500] < full_float32_growth / 4, extra
