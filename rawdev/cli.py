@@ -41,7 +41,9 @@ def _console(stderr: bool = False):
 
 
 def usage_error(message: str) -> typer.Exit:
-    _console(stderr=True).print(f"[red]error:[/red] {message}")
+    from rich.markup import escape
+
+    _console(stderr=True).print(f"[red]error:[/red] {escape(message)}")
     return typer.Exit(2)
 
 
@@ -65,6 +67,8 @@ def develop(
     overlap: int = typer.Option(16, help="Tile overlap in packed samples."),
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
+    decode_timeout: float = typer.Option(120.0, "--decode-timeout", min=0.001,
+                                         help="Seconds a file may take to decode before it fails."),
 ) -> None:
     """Develop RAW files into 16-bit sRGB TIFF or PNG images."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
@@ -104,7 +108,8 @@ def develop(
               f"{session.contract.output_space}) on {', '.join(session.providers)}")
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(jobs)} file(s) -> {where}")
-    run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white)
+    run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white,
+                     decode_timeout=decode_timeout)
     from rawdev.progress import make_reporter
 
     reporter = make_reporter(err)
@@ -142,7 +147,9 @@ def convert_weights(
         report = convert_checkpoint(checkpoint, target, variant=variant, width=width, output_space=output_space,
                                     name_map=name_map, fixed_shape=fixed, ort_format=ort)
     except (ConversionError, FileNotFoundError, ValueError) as exc:
-        _console(stderr=True).print(f"[red]error:[/red] {exc}")
+        from rich.markup import escape
+
+        _console(stderr=True).print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None
     c = report.contract
     out = _console()

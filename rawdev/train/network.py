@@ -83,9 +83,33 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
 
 
 def _depth_to_space(x, name: str):
-    import tensorflow as tf
+    """Depth-to-space (x2, DCR order) as a weightless layer; TensorFlow's own op on that backend
+    (tf2onnx maps it to one DepthToSpace node), keras.ops elsewhere."""
+    keras = _keras()
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    return _keras().layers.Lambda(lambda t: tf.nn.depth_to_space(t, 2), name=name)(x)
+        return keras.layers.Lambda(lambda t: tf.nn.depth_to_space(t, 2), name=name)(x)
+
+    def d2s(t):
+        ops = keras.ops
+        b, h, w, c = ops.shape(t)
+        t = ops.reshape(t, (b, h, w, 2, 2, c // 4))
+        t = ops.transpose(t, (0, 1, 3, 2, 4, 5))
+        return ops.reshape(t, (b, h * 2, w * 2, c // 4))
+
+    return keras.layers.Lambda(d2s, name=name)(x)
+
+
+def _reflect_pad1(x, name: str):
+    """Reflect-pad height and width by one sample."""
+    keras = _keras()
+    pads = [[0, 0], [1, 1], [1, 1], [0, 0]]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return keras.layers.Lambda(lambda t: tf.pad(t, pads, mode="REFLECT"), name=name)(x)
+    return keras.layers.Lambda(lambda t: keras.ops.pad(t, pads, mode="reflect"), name=name)(x)
 
 
 def bilinear_base(packed):
@@ -95,12 +119,9 @@ def bilinear_base(packed):
     sparse = layers.Conv2D(12, 1, use_bias=False, trainable=False, name="bilinear_scatter")
     dense = layers.DepthwiseConv2D(3, padding="same", use_bias=False, trainable=False,
                                    name="bilinear_interp")
-    import tensorflow as tf
-
     # Reflect the planes by one sample so the border is interpolated from real neighbours
     # (colour-correct: each plane holds one CFA site), then crop the two extra output pixels.
-    x = layers.Lambda(lambda t: tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"),
-                      name="bilinear_pad")(packed)
+    x = _reflect_pad1(packed, "bilinear_pad")
     x = sparse(x)
     x = _depth_to_space(x, "bilinear_d2s")
     x = dense(x)
@@ -138,8 +159,6 @@ def fold_for_inference(model):
     :func:`subpixel_kernel`): one depth-to-space of 12 channels at the very end instead of
     depth-to-space of C channels, a full-resolution convolution and, for the residual variant, a
     second depth-to-space and a depthwise convolution for the bilinear base."""
-    import tensorflow as tf
-
     keras = _keras()
     layers = keras.layers
     rgb = model.get_layer("rgb")
@@ -157,8 +176,7 @@ def fold_for_inference(model):
             dense[:, :, c, c] = interp[:, :, c, 0]
         # scatter (1x1, 4 -> 12) then the subpixel form of the interpolation: one 3x3 conv 4 -> 12
         bil = np.tensordot(subpixel_kernel(dense), scatter[0, 0], axes=([2], [1])).transpose(0, 1, 3, 2)
-        padded = layers.Lambda(lambda t: tf.pad(t, [[0, 0], [1, 1], [1, 1], [0, 0]], mode="REFLECT"),
-                               name="bilinear_pad_fold")(packed)
+        padded = _reflect_pad1(packed, "bilinear_pad_fold")
         base = layers.Conv2D(12, 3, padding="valid", use_bias=False, name="bilinear_subpixel")
         b = base(padded)
         base.set_weights([bil.astype(np.float32)])
