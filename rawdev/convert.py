@@ -1,7 +1,7 @@
 """TensorFlow checkpoint -> ONNX, checked against TensorFlow before anything is written.
 
 Reads rawdev's training checkpoints (a run folder or a ``ckpt-N`` prefix), Keras weight files
-(``.weights.h5``), SavedModels, and checkpoints of other CSANet implementations through a
+(``.weights.h5``), SavedModels (a folder with saved_model.pb), and checkpoints of other CSANet implementations through a
 variable-name map. tf2onnx converts at a static spatial size, which lets its rewriters turn the
 dilated depthwise convolution into one Conv with dilations instead of a SpaceToBatch chain;
 the spatial dimensions are then freed again (the graph holds no shape constants that depend on
@@ -117,6 +117,8 @@ def load_keras_model(source: Path, overrides: dict | None = None, name_map: dict
 
     overrides = overrides or {}
     source = Path(source)
+    if (source / "saved_model.pb").is_file():
+        return _load_saved_model(source, overrides)
     if source.suffix in (".h5", ".keras") or source.name.endswith(".weights.h5"):
         spec = _spec_from(_config_near(source), overrides)
         model = build_csanet(spec.width, spec.variant)
@@ -141,6 +143,32 @@ def load_keras_model(source: Path, overrides: dict | None = None, name_map: dict
             ) from exc
         steps = int(step.numpy())
     return model, replace(spec, steps=steps)
+
+
+def is_saved_model(path: Path) -> bool:
+    return (Path(path) / "saved_model.pb").is_file()
+
+
+def _load_saved_model(source: Path, overrides: dict):
+    """A SavedModel (e.g. Keras' ``model.export``) as a callable with the Keras call signature.
+
+    Its variables cannot be mapped back onto our layers, so it converts as traced (unfolded)."""
+    tf = _tf()
+    loaded = tf.saved_model.load(str(source))
+    fn = getattr(loaded, "serve", None) or loaded.signatures.get("serving_default")
+    if fn is None:
+        raise ConversionError(f"{source}: SavedModel has neither a 'serve' endpoint nor a serving_default signature")
+
+    def call(x, training=False):
+        out = fn(tf.convert_to_tensor(x))
+        if isinstance(out, dict):
+            if len(out) != 1:
+                raise ConversionError(f"{source}: SavedModel returns {len(out)} outputs, expected one")
+            out = next(iter(out.values()))
+        return out
+
+    call.keep_alive = loaded  # the traced function references the SavedModel's variables
+    return call, _spec_from(_config_near(source / "saved_model.pb"), overrides)
 
 
 def _config_near(path: Path) -> dict:
@@ -273,7 +301,7 @@ def convert_checkpoint(
     mapping = json.loads(Path(name_map).read_text()) if name_map else None
     overrides = {"variant": variant, "width": width, "output_space": output_space}
     model, spec = load_keras_model(Path(source), overrides, mapping)
-    proto = keras_to_onnx(model, spec, fixed_shape, fold)
+    proto = keras_to_onnx(model, spec, fixed_shape, fold and not is_saved_model(Path(source)))
     if fixed_shape:
         shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, 4)]
     else:

@@ -108,3 +108,13 @@ def test_keras_weights_file_converts(tmp_path):
     model.save_weights(str(path))
     report = convert_checkpoint(path, tmp_path / "k.onnx", variant="residual", width=8)
     assert report.max_abs_diff <= 1e-4
+
+
+def test_saved_model_converts(tmp_path):
+    model = _trained_like(8, "paper", seed=7)
+    model.export(str(tmp_path / "sm"), verbose=False)
+    report = convert_checkpoint(tmp_path / "sm", tmp_path / "s.onnx", variant="paper", width=8)
+    assert report.max_abs_diff <= 1e-4
+    x = np.random.default_rng(2).random((1, 18, 22, 4), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "s.onnx", x), model(x).numpy(), atol=1e-4)
+    assert read_contract(tmp_path / "s.onnx").variant == "paper"
