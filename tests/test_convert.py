@@ -96,10 +96,14 @@ def test_wrong_architecture_is_refused(tmp_path):
 
 def test_fixed_shape_for_static_runtimes(tmp_path):
     run = _save_run(tmp_path, _trained_like(8, "paper"), "paper", 8)
-    convert_checkpoint(run, tmp_path / "fixed.onnx", fixed_shape=(32, 48))
+    report = convert_checkpoint(run, tmp_path / "fixed.onnx", fixed_shape=(32, 48), ort_format=True)
     proto = onnx.load(str(tmp_path / "fixed.onnx"))
     dims = [d.dim_value for d in proto.graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 16, 24, 4]
+    # the ORT format (for mobile runtimes) loads and gives the same answer
+    assert report.ort_output == tmp_path / "fixed.ort"
+    x = np.random.default_rng(0).random((1, 16, 24, 4), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(report.ort_output, x), _run_onnx(tmp_path / "fixed.onnx", x), atol=1e-6)
 
 
 def test_keras_weights_file_converts(tmp_path):
