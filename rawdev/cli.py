@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from rawdev import __version__
+from rawdev import DEFAULT_MODEL, __version__
+from rawdev import options as opts
 
 app = typer.Typer(
     name="rawdev",
@@ -51,20 +52,20 @@ def usage_error(message: str) -> typer.Exit:
 def develop(
     inputs: list[str] = typer.Argument(..., help="RAW files, globs or folders."),
     output: Path | None = typer.Option(None, "-o", "--output", help="Output folder [default: beside each input]."),
-    model: str = typer.Option("csanet-res-c32", "--model", "-m", help="Registry name or path to an .onnx model."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or nnapi."),
-    threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = all cores)."),
+    model: opts.Model = DEFAULT_MODEL,
+    device: opts.Device = "auto",
+    threads: opts.Threads = 0,
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff or png."),
     bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
-    wb: str = typer.Option("camera", help="White balance: camera, daylight, none or R,G,B multipliers."),
-    exposure: str = typer.Option("auto", help="auto (LibRaw-like brightening) or exposure in EV."),
-    look: str = typer.Option("default", help="default (tone curve) or neutral (matrix and sRGB transfer only)."),
-    quad_bayer: str = typer.Option("bin", "--quad-bayer", help="Quad-Bayer: bin (half size) or remosaic."),
-    cfa: str | None = typer.Option(None, help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB."),
-    black: float | None = typer.Option(None, help="Override the black level (PNG mosaics: default 0)."),
-    white: float | None = typer.Option(None, help="Override the white level (PNG mosaics: default 1020)."),
-    tile: str = typer.Option("auto", help="Tile size in packed samples (auto or N)."),
-    overlap: int = typer.Option(16, help="Tile overlap in packed samples."),
+    wb: opts.WhiteBalance = "camera",
+    exposure: opts.Exposure = "auto",
+    look: opts.Look = "default",
+    quad_bayer: opts.QuadBayer = "bin",
+    cfa: opts.CFAOverride = None,
+    black: opts.Black = None,
+    white: opts.White = None,
+    tile: opts.Tile = "auto",
+    overlap: opts.Overlap = 16,
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     decode_timeout: float = typer.Option(120.0, "--decode-timeout", min=0.001,
@@ -72,8 +73,7 @@ def develop(
 ) -> None:
     """Develop RAW files into 16-bit sRGB TIFF or PNG images."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
-    from rawdev.cfa import CFAError, parse_cfa
-    from rawdev.develop import DevelopOptions
+    from rawdev.cfa import CFAError
     from rawdev.model import ContractError, resolve_model
     from rawdev.session import DeviceUnavailable, open_session
 
@@ -81,11 +81,8 @@ def develop(
     if fmt not in ("tiff", "png"):
         raise usage_error(f"--format {fmt!r}: choose tiff or png")
     try:
-        options = DevelopOptions(
-            wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
-            tile=_tile_option(tile), overlap=overlap,
-        )
-        cfa_override = parse_cfa(cfa) if cfa else None
+        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits)
+        cfa_override = opts.cfa_option(cfa)
     except (ValueError, CFAError) as exc:
         raise usage_error(str(exc)) from None
     try:
@@ -104,8 +101,7 @@ def develop(
         session = open_session(resolve_model(model), device, threads)
     except (ContractError, DeviceUnavailable) as exc:
         raise usage_error(str(exc)) from None
-    err.print(f"model {session.path.name} ({session.contract.variant}, C={session.contract.width}, "
-              f"{session.contract.output_space}) on {', '.join(session.providers)}")
+    err.print(opts.session_line(session))
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(jobs)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white,
@@ -195,15 +191,6 @@ def train(
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 
 
-def _tile_option(tile: str) -> int | None:
-    if tile == "auto":
-        return None
-    try:
-        return int(tile)
-    except ValueError:
-        raise ValueError(f"--tile {tile!r}: give auto or a number of packed samples") from None
-
-
 def _writable(folder: Path) -> bool:
     import tempfile
 
@@ -276,7 +263,7 @@ def models_verify() -> None:
 
 
 @models_app.command("path")
-def models_path(name: str = typer.Argument("csanet-res-c32")) -> None:
+def models_path(name: str = typer.Argument(DEFAULT_MODEL)) -> None:
     """Print the file path of a model."""
     from rawdev.model import ContractError, resolve_model
 

@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import typer
 
-from rawdev import metrics
+from rawdev import DEFAULT_MODEL, metrics
+from rawdev import options as opts
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jpe"}
 ASPECT_TOLERANCE = 0.05  # relative difference of width/height beyond which a pair is refused
@@ -148,21 +149,11 @@ def image_orientation(path: Path) -> int | None:
 # Loading
 
 
-def is_png_mosaic(path: Path) -> bool:
-    """A 16-bit single-channel PNG: a RAW mosaic in the MAI challenge's format."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(29)
-    except OSError:
-        return False
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == 0
-
-
 def is_raw(path: Path) -> bool:
-    from rawdev.raw import RAW_SUFFIXES
+    from rawdev.raw import RAW_SUFFIXES, is_mosaic_png
 
     suffix = path.suffix.lower()
-    return suffix in RAW_SUFFIXES or (suffix == ".png" and is_png_mosaic(path))
+    return suffix in RAW_SUFFIXES or (suffix == ".png" and is_mosaic_png(path))
 
 
 @dataclass
@@ -691,18 +682,18 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON instead of a table."),
         align: bool = typer.Option(True, "--align/--no-align", help="Find and undo a small global shift."),
         border: int = typer.Option(0, help="Leave N pixels out on each side before scoring."),
-        model: str = typer.Option("csanet-res-c32", "--model", "-m", help="Registry name or path to an .onnx model."),
-        device: str = typer.Option("auto", help="auto, cpu, cuda or nnapi."),
-        threads: int = typer.Option(0, help="onnxruntime intra-op threads (0 = all cores)."),
-        wb: str = typer.Option("camera", help="White balance: camera, daylight, none or R,G,B multipliers."),
-        exposure: str = typer.Option("auto", help="auto (LibRaw-like brightening) or exposure in EV."),
-        look: str = typer.Option("default", help="default (tone curve) or neutral (matrix and sRGB transfer only)."),
-        quad_bayer: str = typer.Option("bin", "--quad-bayer", help="Quad-Bayer: bin (half size) or remosaic."),
-        cfa: str | None = typer.Option(None, help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB."),
-        black: float | None = typer.Option(None, help="Override the black level (PNG mosaics: default 0)."),
-        white: float | None = typer.Option(None, help="Override the white level (PNG mosaics: default 1020)."),
-        tile: str = typer.Option("auto", help="Tile size in packed samples (auto or N)."),
-        overlap: int = typer.Option(16, help="Tile overlap in packed samples."),
+        model: opts.Model = DEFAULT_MODEL,
+        device: opts.Device = "auto",
+        threads: opts.Threads = 0,
+        wb: opts.WhiteBalance = "camera",
+        exposure: opts.Exposure = "auto",
+        look: opts.Look = "default",
+        quad_bayer: opts.QuadBayer = "bin",
+        cfa: opts.CFAOverride = None,
+        black: opts.Black = None,
+        white: opts.White = None,
+        tile: opts.Tile = "auto",
+        overlap: opts.Overlap = 16,
     ) -> None:
         """Score a developed RAW file (or an image) against a reference: PSNR, SSIM, CIEDE2000.
 
@@ -714,9 +705,8 @@ def register(app: typer.Typer) -> None:
         """
         from rich.markup import escape
 
-        from rawdev.cfa import CFAError, parse_cfa
+        from rawdev.cfa import CFAError
         from rawdev.cli import _console, usage_error
-        from rawdev.develop import DevelopOptions
         from rawdev.model import ContractError
         from rawdev.session import DeviceUnavailable
 
@@ -724,11 +714,8 @@ def register(app: typer.Typer) -> None:
         if border < 0:
             raise usage_error(f"--border {border}: give 0 or more pixels")
         try:
-            options = DevelopOptions(
-                wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=16,
-                tile=None if tile == "auto" else int(tile), overlap=overlap,
-            )
-            cfa_override = parse_cfa(cfa) if cfa else None
+            options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap)
+            cfa_override = opts.cfa_option(cfa)
         except (ValueError, CFAError) as exc:
             raise usage_error(str(exc)) from None
         try:
@@ -742,8 +729,7 @@ def register(app: typer.Typer) -> None:
             except (ContractError, DeviceUnavailable) as exc:
                 raise usage_error(str(exc)) from None
             s = developer.session
-            err.print(escape(f"model {s.path.name} ({s.contract.variant}, {s.contract.output_space}) "  # type: ignore[attr-defined]
-                             f"on {', '.join(s.providers)}"))  # type: ignore[attr-defined]
+            err.print(escape(opts.session_line(s)))
 
         results = []
         for cand, ref, error in plan.pairs:

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from rawdev import DEFAULT_MODEL
+
 PREFIX = "rawdev."
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "csanet-res-c32"
 
 # Site (row, column) of each input plane inside the 2x2 RGGB tile.
 PACKINGS = {

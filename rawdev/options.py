@@ -1,0 +1,55 @@
+"""Command-line options that `develop` and `compare` share: one definition, one set of defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:  # the heavy modules load when a command runs, so that --version stays fast
+    from rawdev.cfa import CFA
+    from rawdev.develop import DevelopOptions
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Registry name or path to an .onnx model.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or nnapi.")]
+Threads = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")]
+WhiteBalance = Annotated[str, typer.Option("--wb", help="White balance: camera, daylight, none or R,G,B multipliers.")]
+Exposure = Annotated[str, typer.Option(help="auto (LibRaw-like brightening) or exposure in EV.")]
+Look = Annotated[str, typer.Option(help="default (tone curve) or neutral (matrix and sRGB transfer only).")]
+QuadBayer = Annotated[str, typer.Option("--quad-bayer", help="Quad-Bayer: bin (half size) or remosaic.")]
+CFAOverride = Annotated[str | None, typer.Option("--cfa", help="Override the CFA, e.g. RGGB, BGGR or quad-RGGB.")]
+Black = Annotated[float | None, typer.Option(help="Override the black level (PNG mosaics: default 0).")]
+White = Annotated[float | None, typer.Option(help="Override the white level (PNG mosaics: default 1020).")]
+Tile = Annotated[str, typer.Option(help="Tile size in packed samples (auto or N).")]
+Overlap = Annotated[int, typer.Option(help="Tile overlap in packed samples.")]
+
+def parse_tile(tile: str) -> int | None:
+    if tile == "auto":
+        return None
+    try:
+        return int(tile)
+    except ValueError:
+        raise ValueError(f"--tile {tile!r}: give auto or a number of packed samples") from None
+
+
+def develop_options(wb: str, quad_bayer: str, exposure: str, look: str, tile: str, overlap: int,
+                    bits: int = 16) -> DevelopOptions:
+    """DevelopOptions from the shared command-line values; ValueError says what is wrong."""
+    from rawdev.develop import DevelopOptions
+
+    return DevelopOptions(wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
+                          tile=parse_tile(tile), overlap=overlap)
+
+
+def cfa_option(text: str | None) -> CFA | None:
+    from rawdev.cfa import parse_cfa
+
+    return parse_cfa(text) if text else None
+
+
+def session_line(session) -> str:
+    """One line naming the model and the execution providers onnxruntime really applied."""
+    c = session.contract
+    return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}) "
+            f"on {', '.join(session.providers)}")
