@@ -51,7 +51,7 @@ def usage_error(message: str) -> typer.Exit:
 @app.command()
 def develop(
     inputs: list[str] = typer.Argument(..., help="RAW files, globs or folders."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Output folder [default: beside each input]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="Output folder (default: beside each input)."),
     model: opts.Model = DEFAULT_MODEL,
     device: opts.Device = "auto",
     threads: opts.Threads = 0,
@@ -118,10 +118,10 @@ def develop(
 @app.command("convert-weights")
 def convert_weights(
     checkpoint: Path = typer.Argument(..., help="Run folder, ckpt-N prefix or .weights.h5 file."),
-    output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file [default: model.onnx here]."),
-    variant: str | None = typer.Option(None, help="paper or residual [default: from the run's config]."),
-    width: int | None = typer.Option(None, help="Channel width C [default: from the run's config]."),
-    output_space: str | None = typer.Option(None, help="linear or srgb [default: from the run's config]."),
+    output: Path | None = typer.Option(None, "-o", "--output", help="ONNX file (default: model.onnx here)."),
+    variant: str | None = typer.Option(None, help="paper or residual (default: from the run's config)."),
+    width: int | None = typer.Option(None, help="Channel width C (default: from the run's config)."),
+    output_space: str | None = typer.Option(None, help="linear or srgb (default: from the run's config)."),
     name_map: Path | None = typer.Option(None, help="JSON map of foreign variable names to ours."),
     fixed_shape: str | None = typer.Option(None, help="Static output size HxW for NNAPI, e.g. 544x960."),
     ort: bool = typer.Option(False, "--ort", help="Also write the ORT format for mobile runtimes."),
