@@ -150,3 +150,20 @@ def test_paired_training_makes_an_srgb_model(tmp_path):
     assert conv.exit_code == 0, conv.output
     c = read_contract(tmp_path / "p.onnx")
     assert (c.output_space, c.normalization, c.white_balance) == ("srgb", "mai", "none")
+
+
+def test_quad_bayer_samples_go_through_the_pipelines_binning():
+    from rawdev.train.synth import QUAD_RGGB, TrainingData
+
+    rng = np.random.default_rng(5)
+    photos = [(rng.random((80, 80, 3)) * 255).astype(np.uint8) for _ in range(2)]
+    data = TrainingData(photos, patch=32, seed=0, quad_fraction=1.0)
+    packed, target, _, _ = data.sample()
+    assert packed.shape == (16, 16, 4) and target.shape == (32, 32, 3)
+    # binning a noise-free quad capture of a flat colour gives that colour's Bayer planes
+    cap = Unprocessor(seed=3).capture(np.full((32, 32, 3), 0.5, np.float32), QUAD_RGGB, shot=1e-12, read=0.0,
+                                      bits=16)
+    planes = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, QUAD_RGGB)
+    assert planes.shape == (8, 8, 4)
+    expected = np.clip(cap.linear_cam[0, 0], 0, 1)[[0, 1, 1, 2]]
+    np.testing.assert_allclose(planes, np.broadcast_to(expected, planes.shape), atol=2e-4)

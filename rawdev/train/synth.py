@@ -133,31 +133,41 @@ class Unprocessor:
         return RawSample(raw, black, white, wb, xyz_to_cam, np.clip(cam, 0.0, None).astype(np.float32))
 
 
-def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndarray) -> np.ndarray:
-    """What the pipeline feeds the network for an RGGB mosaic: normalized, white-balanced, clipped, packed."""
-    norm = (raw.astype(np.float32) - np.float32(black)) / np.float32(white - black)
-    packed = cfa_mod.pack_rggb(norm)
-    gains = np.asarray(wb_gains, np.float32)[[0, 1, 1, 2]]
-    return np.clip(packed * gains, 0.0, 1.0)
+def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndarray,
+                  cfa: cfa_mod.CFA | None = None) -> np.ndarray:
+    """What rawdev's own pipeline feeds the network for this capture (normalize.prepare: levels,
+    white balance, clip, Quad-Bayer binning, canonical packing), so training sees exactly the
+    input that development will give it."""
+    from rawdev.model import ModelContract
+    from rawdev.normalize import prepare
+    from rawdev.raw import Mosaic
+
+    cfa = cfa or RGGB
+    gains = np.asarray(wb_gains, np.float64)
+    mosaic = Mosaic(data=raw, cfa=cfa, black=np.full((cfa.period,) * 2, float(black)), white=float(white),
+                    wb_camera=gains / gains[1])
+    return prepare(mosaic, ModelContract(), wb="camera", quad="bin").source[:, :]
 
 
 RGGB = cfa_mod.parse_cfa("RGGB")
+QUAD_RGGB = cfa_mod.parse_cfa("quad-RGGB")
 
 
 class TrainingData:
     """Random crops of photographs turned into (packed, target) batches."""
 
-    def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0):
+    def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
-        self.images = [im for im in images if min(im.shape[:2]) >= patch]
+        self.images = [im for im in images if min(im.shape[:2]) >= 2 * patch]
         self.patch = patch
+        self.quad_fraction = quad_fraction
         self.unprocessor = Unprocessor(seed)
         self.rng = self.unprocessor.rng
 
-    def crop(self) -> np.ndarray:
+    def crop(self, size: int | None = None) -> np.ndarray:
         img = self.images[self.rng.integers(len(self.images))]
-        p = self.patch
+        p = size or self.patch
         y = self.rng.integers(img.shape[0] - p + 1)
         x = self.rng.integers(img.shape[1] - p + 1)
         c = img[y : y + p, x : x + p]
@@ -172,9 +182,13 @@ class TrainingData:
     def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
         u = self.unprocessor
         shot = u.random_shot()
+        # Some samples go through the Quad-Bayer path: a crop twice the size, a 4x4 CFA, and the
+        # pipeline's own 2x2 binning; the target is the same scene averaged to the binned size.
+        quad = self.rng.uniform() < self.quad_fraction
+        cfa = QUAD_RGGB if quad else RGGB
         cap = u.capture(
-            self.crop(),
-            RGGB,
+            self.crop(2 * self.patch if quad else None),
+            cfa,
             shot=shot,
             read=float(read_level(shot) * np.exp(self.rng.normal(0, 0.26))),
             bits=int(self.rng.choice([10, 12, 14])),
@@ -182,8 +196,10 @@ class TrainingData:
             inverse_tone=bool(self.rng.uniform() < 0.5),
             brightness=float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6)),
         )
-        packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains)
+        packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa)
         target = np.clip(cap.linear_cam, 0.0, 1.0)
+        if quad:
+            target = target.reshape(self.patch, 2, self.patch, 2, 3).mean(axis=(1, 3))
         return packed, target, cam_to_srgb_matrix(cap.xyz_to_cam).astype(np.float32), shot
 
     def batch(self, size: int) -> SynthBatch:
