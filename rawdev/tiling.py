@@ -128,6 +128,22 @@ def read_tile(source: TileSource, y0: int, x0: int, h: int, w: int) -> np.ndarra
     return tile
 
 
+def _normalized_ramps(axis: Axis, scale: int) -> list[np.ndarray]:
+    """Each tile's blending ramp along one axis divided by the sum of all ramps there.
+
+    The tiles form a product grid, so the sum of the 2-D weights w_r(y) * w_c(x) over all tiles is
+    the product of the 1-D sums: normalizing each axis once makes every pixel's weights add up to
+    one, and no weight image has to be accumulated or divided by."""
+    size = axis.size * scale
+    length = axis.length * scale
+    ramps = [blend_ramp(size, lead * scale, trail * scale) for lead, trail in _overlaps(axis)]
+    total = np.zeros(axis.starts[-1] * scale + size, np.float64)
+    for start, ramp in zip(axis.starts, ramps):
+        total[start * scale : start * scale + size] += ramp
+    total[length:] = 1.0  # past the image: padding that is cropped away
+    return [(ramp / total[s * scale : s * scale + size]).astype(np.float32) for s, ramp in zip(axis.starts, ramps)]
+
+
 def blend_tiles(
     source: TileSource,
     infer: Callable[[np.ndarray], np.ndarray],
@@ -141,50 +157,37 @@ def blend_tiles(
     """
     s = plan.scale
     out_h, out_w = plan.output_shape
-    row_overlaps, col_overlaps = _overlaps(plan.rows), _overlaps(plan.cols)
-    col_ramps = [blend_ramp(plan.cols.size * s, lead * s, trail * s) for lead, trail in col_overlaps]
-    band_acc: np.ndarray | None = None
-    band_w: np.ndarray | None = None
-    band_y0 = 0
+    row_weights = _normalized_ramps(plan.rows, s)
+    col_weights = _normalized_ramps(plan.cols, s)
+    expected = (plan.rows.size * s, plan.cols.size * s)
+    carry: np.ndarray | None = None  # rows of the previous band that the next tile row also covers
     done = 0
     for r, y0 in enumerate(plan.rows.starts):
-        lead, trail = row_overlaps[r]
-        row_ramp = blend_ramp(plan.rows.size * s, lead * s, trail * s)
         ty0 = y0 * s
-        ty1 = ty0 + plan.rows.size * s
+        vy = min(ty0 + expected[0], out_h) - ty0
+        band: np.ndarray | None = None
         for c, x0 in enumerate(plan.cols.starts):
             tile = read_tile(source, y0, x0, plan.rows.size, plan.cols.size)
             result = np.asarray(infer(tile), dtype=np.float32)
-            expected = (plan.rows.size * s, plan.cols.size * s)
             if result.shape[:2] != expected:
                 raise ValueError(f"model returned a {result.shape[:2]} tile, expected {expected}")
-            if band_acc is None:
-                band_acc = np.zeros((0, out_w, result.shape[2]), np.float32)
-                band_w = np.zeros((0, out_w, 1), np.float32)
-            # Grow the band down to this tile row's bottom edge.
-            need = min(ty1, out_h) - band_y0
-            if need > band_acc.shape[0]:
-                grow = need - band_acc.shape[0]
-                band_acc = np.concatenate([band_acc, np.zeros((grow, out_w, band_acc.shape[2]), np.float32)])
-                band_w = np.concatenate([band_w, np.zeros((grow, out_w, 1), np.float32)])
-            weight = row_ramp[:, None] * col_ramps[c][None, :]
+            if band is None:
+                band = np.zeros((vy, out_w, result.shape[2]), np.float32)
+                if carry is not None:
+                    band[: carry.shape[0]] = carry
             tx0 = x0 * s
-            vy = min(ty1, out_h) - ty0
-            vx = min(tx0 + plan.cols.size * s, out_w) - tx0
-            wv = weight[:vy, :vx, None]
-            by = ty0 - band_y0
-            band_acc[by : by + vy, tx0 : tx0 + vx] += result[:vy, :vx] * wv
-            band_w[by : by + vy, tx0 : tx0 + vx] += wv
+            vx = min(tx0 + expected[1], out_w) - tx0
+            weighted = result[:vy, :vx] * row_weights[r][:vy, None, None]  # a new array: never
+            weighted *= col_weights[c][None, :vx, None]  # write into what the model returned
+            band[:, tx0 : tx0 + vx] += weighted
             done += 1
             if on_tile is not None:
                 on_tile(done, plan.count)
+        assert band is not None
         # Rows above the next tile row's start are final.
-        final_to = plan.rows.starts[r + 1] * s if r + 1 < plan.rows.count else out_h
-        n = final_to - band_y0
-        if n > 0:
-            yield band_y0, band_acc[:n] / np.maximum(band_w[:n], np.float32(1e-12))
-            band_acc, band_w = band_acc[n:], band_w[n:]
-            band_y0 = final_to
+        n = (plan.rows.starts[r + 1] * s if r + 1 < plan.rows.count else out_h) - ty0
+        yield ty0, band[:n]
+        carry = band[n:]
 
 
 def run_tiled(
