@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rawdev.decode import DEFAULT_DECODE_TIMEOUT, DecodeCancelled, DecodeWorker, acquire_worker, release_worker
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.output import apply_orientation, write_image
 from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
@@ -138,6 +139,11 @@ class RunOptions:
     cfa_override: object = None
     black: float | None = None
     white: float | None = None
+    # Seconds a file may take to decode; past it the decoder process is killed and the file fails.
+    decode_timeout: float = DEFAULT_DECODE_TIMEOUT
+    # Decode in this process (a LibRaw crash then ends the batch): for comparisons only.
+    # RAWDEV_DECODE_IN_PROCESS=1 sets it from outside (benchmarks/decode_isolation.py).
+    decode_in_process: bool = field(default_factory=lambda: os.environ.get("RAWDEV_DECODE_IN_PROCESS") == "1")
 
 
 class Reporter:
@@ -159,10 +165,36 @@ def run_batch(
     options: DevelopOptions,
     run: RunOptions,
     reporter: Reporter | None = None,
-    decode: Callable[[Job, RunOptions], Mosaic] = _decode,
+    decode: Callable[[Job, RunOptions], Mosaic] | None = None,
 ) -> Summary:
-    """Develop every job; decoding, inference and encoding overlap in three stages."""
+    """Develop every job; decoding, inference and encoding overlap in three stages.
+
+    Files are decoded in a worker process (rawdev.decode) unless ``decode`` is given or
+    ``run.decode_in_process`` is set: a file that crashes or hangs LibRaw fails alone.
+    """
     reporter = reporter or Reporter()
+    stop = threading.Event()
+    worker: DecodeWorker | None = None
+    if decode is None and not run.decode_in_process:
+        worker = acquire_worker()  # started now: it warms up while the jobs are checked
+        decode = _in_worker(worker, stop)
+    try:
+        return _run(jobs, model, options, run, reporter, decode or _decode, stop, worker)
+    finally:
+        if worker is not None:
+            release_worker(worker)  # kept for the next batch when idle; stopped when busy or broken
+
+
+def _in_worker(worker: DecodeWorker, stop: threading.Event) -> Callable[[Job, RunOptions], Mosaic]:
+    def decode(job: Job, run: RunOptions) -> Mosaic:
+        return worker.decode(job.source, run.cfa_override, run.black, run.white,  # type: ignore[arg-type]
+                             timeout=run.decode_timeout, stop=stop)
+
+    return decode
+
+
+def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: RunOptions, reporter: Reporter,
+         decode: Callable[[Job, RunOptions], Mosaic], stop: threading.Event, worker: DecodeWorker | None) -> Summary:
     summary = Summary()
     inputs = {j.source.resolve() for j in jobs if j.source.exists()}
     todo: list[Job] = []
@@ -183,7 +215,6 @@ def run_batch(
 
     decoded: queue.Queue = queue.Queue(maxsize=2)
     encoded: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
     lock = threading.Lock()
 
     def finish(outcome: Outcome) -> None:
@@ -198,6 +229,8 @@ def run_batch(
             t0 = time.perf_counter()
             try:
                 item: object = _decode_safely(decode, job, run)
+            except DecodeCancelled:
+                break
             except Exception as exc:  # noqa: BLE001 - one file's failure must not end the batch
                 item = exc
             _put(decoded, (job, item, time.perf_counter() - t0), stop)
@@ -240,10 +273,14 @@ def run_batch(
                 finish(Outcome(job, "failed", _reason(exc)))
                 continue
             encoded.put((job, developed.image, mosaic.info, t_start, mosaic.megapixels))
+            del mosaic, item, entry, developed  # a worker's mosaic is mapped memory: let it go now
     except KeyboardInterrupt:
         summary.interrupted = True
-        stop.set()
     finally:
+        stop.set()  # a decode in flight is cancelled (its worker killed, its shared memory removed)
+        if worker is not None:
+            threads[0].join(timeout=30)
+        _drain(decoded)
         encoded.put(None)
         threads[1].join()
     return summary
@@ -260,6 +297,15 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
             return
         except queue.Full:
             continue
+
+
+def _drain(q: queue.Queue) -> None:
+    """Drop what is waiting in ``q`` (decoded mosaics of a stopped batch)."""
+    while True:
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _reason(exc: Exception) -> str:

@@ -70,6 +70,10 @@ def develop(
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     decode_timeout: float = typer.Option(120.0, "--decode-timeout", min=0.001,
                                          help="Seconds a file may take to decode before it fails."),
+    ray: str | None = typer.Option(None, "--ray", metavar="auto|ADDRESS",
+                                   help="Spread the files over a Ray cluster (needs the optional ray extra): "
+                                        "auto joins a running one or starts a local one; --threads is then "
+                                        "CPUs per actor."),
 ) -> None:
     """Develop RAW files into 16-bit sRGB TIFF or PNG images."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
@@ -97,11 +101,17 @@ def develop(
         if not _writable(output):
             raise usage_error(f"output folder {output} is not writable; choose another -o")
     jobs = plan_jobs(files, output, fmt, recursive)
+    from rawdev.distributed import ClusterUnavailable, RayPool
+
+    pool = None
     try:
-        session = open_session(resolve_model(model), device, threads)
-    except (ContractError, DeviceUnavailable) as exc:
+        if ray is None:
+            session = open_session(resolve_model(model), device, threads)
+        else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
+            pool = RayPool.start(ray, resolve_model(model), device, threads, files=len(jobs))
+    except (ContractError, DeviceUnavailable, ClusterUnavailable) as exc:
         raise usage_error(str(exc)) from None
-    err.print(opts.session_line(session))
+    err.print(opts.session_line(session) if pool is None else pool.describe())
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(jobs)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white,
@@ -110,7 +120,11 @@ def develop(
 
     reporter = make_reporter(err)
     with reporter:
-        summary = run_batch(jobs, session, options, run, reporter)
+        if pool is None:
+            summary = run_batch(jobs, session, options, run, reporter)
+        else:
+            with pool:
+                summary = pool.run(jobs, options, run, reporter)
     reporter.print_summary(summary)
     raise typer.Exit(summary.exit_code)
 
