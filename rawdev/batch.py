@@ -155,6 +155,14 @@ class Reporter:
     def file_done(self, outcome: Outcome) -> None: ...
 
 
+def prestart_decoder() -> None:
+    """Start the decoder worker now, so that it warms up (imports, a few tenths of a second) while
+    the caller loads the model; :func:`run_batch` then takes it over. Call it before opening the
+    session (no-op with RAWDEV_DECODE_IN_PROCESS=1)."""
+    if not RunOptions().decode_in_process:
+        release_worker(acquire_worker())
+
+
 def _decode(job: Job, run: RunOptions) -> Mosaic:
     return read_mosaic(job.source, run.cfa_override, run.black, run.white)  # type: ignore[arg-type]
 

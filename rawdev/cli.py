@@ -106,6 +106,9 @@ def develop(
     pool = None
     try:
         if ray is None:
+            from rawdev.batch import prestart_decoder
+
+            prestart_decoder()  # the decoder process imports while the model loads
             session = open_session(resolve_model(model), device, threads)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             pool = RayPool.start(ray, resolve_model(model), device, threads, files=len(jobs))
