@@ -12,7 +12,9 @@ Output megapixels are (2T)^2 / 1e6 (scale 2: one packed sample is 2x2 output pix
 
 Inference: an onnxruntime session built like rawdev's (``rawdev.session.open_session``: all graph
 optimizations, CPU provider, intra-op threads = all cores unless ``--threads``), one (1, T, T, 4)
-tile of uniform [0, 1) data, ``--warmup`` untimed runs, then the median of ``--repeats`` runs.
+tile of uniform [0, 1) data, ``--warmup`` untimed runs, then the median of ``--repeats`` runs. All
+(model, threads) pairs run once per round, in rotated order, so that the machine's slow spells
+(a cloud VM's neighbours) hit them alike; ratios between models are paired within rounds.
 
 Peak: cores x 16 fp32 FMA per cycle (two 256-bit FMA units x 8 lanes, AVX2 + FMA) x the clock
 from /proc/cpuinfo "cpu MHz" (the first core's; override with ``--clock-mhz``). One FMA is one
@@ -170,21 +172,6 @@ def make_session(path: Path, threads: int, profile_prefix: str | None = None):
     return session
 
 
-def time_session(session, x: np.ndarray, warmup: int, repeats: int, before=None,
-                 attempts: int = 3) -> tuple[list[float], int]:
-    """Median-ready run times (each retried while other processes disturbed it) and how many runs
-    stayed disturbed after three attempts."""
-    name = session.get_inputs()[0].name
-    for _ in range(warmup):
-        session.run(None, {name: x})
-    times, disturbed = [], 0
-    for _ in range(repeats):
-        seconds, foreign, used, _ = timed_clean(lambda: session.run(None, {name: x}), attempts, before=before)
-        disturbed += used == attempts and foreign > 0.1
-        times.append(seconds)
-    return times, int(disturbed)
-
-
 def tile_sweep(path: Path, tiles: list[int], threads: int, repeats: int, pauser, batch_tile: int) -> list[dict]:
     """Inference time per output megapixel at each tile size (one session, every shape warmed up
     first; rounds over the sizes, ratios to ``batch_tile`` paired within a round)."""
@@ -253,15 +240,20 @@ def markdown(report: dict) -> str:
     lines += ["", f"Peak: {peak['cores']} cores x {FMA_PER_CYCLE} fp32 FMA/cycle x {peak['clock_mhz']:.0f} MHz "
                   f"({peak['clock_source']}) = **{peak['fma_per_s'] / 1e9:.1f} GMAC/s**. "
                   f"Inference: one {report['settings']['tile']}x{report['settings']['tile']} packed tile, batch 1, "
-                  f"median of {report['settings']['repeats']} runs after {report['settings']['warmup']} warm-up runs, "
-                  "session options as rawdev's.", ""]
-    lines.append("| model | params | GMAC / output MP | threads | median s / tile | GMAC/s | % of peak | output MP/s |")
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+                  f"median of {report['settings']['repeats']} runs after {report['settings']['warmup']} warm-up runs "
+                  "(all model/thread pairs interleaved in rounds), session options as rawdev's.", ""]
+    first = report["models"][0]["name"]
+    lines.append(f"| model | params | GMAC / output MP | threads | median s / tile | min–max | time vs {first} "
+                 "| GMAC/s | % of peak | output MP/s |")
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for m in report["models"]:
         for t in m["timings"]:
+            s = t["seconds"]
+            vs = t.get(f"time_vs_{first}", 1.0)
             lines.append(f"| {m['name']} | {m['macs']['params']:,} | {m['macs']['macs_per_output_mp'] / 1e9:.2f} | "
-                         f"{t['threads_label']} | {t['seconds']['median']:.3f} | {t['macs_per_s'] / 1e9:.1f} | "
-                         f"{100 * t['fraction_of_peak']:.1f} | {t['output_mp_per_s']:.2f} |")
+                         f"{t['threads_label']} | {s['median']:.3f} | {s['min']:.3f}–{s['max']:.3f} | {vs:.2f} | "
+                         f"{t['macs_per_s'] / 1e9:.1f} | {100 * t['fraction_of_peak']:.1f} | "
+                         f"{t['output_mp_per_s']:.2f} |")
     for m in report["models"]:
         lines += ["", f"**{m['name']}**: MACs by op type (of {m['macs']['macs'] / 1e9:.2f} GMAC per tile): "
                   + ", ".join(f"{op} {v / m['macs']['macs']:.1%}" for op, v in sorted(m["macs"]["by_op"].items(),
@@ -338,29 +330,51 @@ def main(argv: list[str] | None = None) -> int:
     out_mp = (2 * args.tile) ** 2 / 1e6
     results = []
     with pauser.session(), tempfile.TemporaryDirectory(prefix="rawdev-roofline-") as tmp:
+        counted = {}
         for path in models:
             macs = count_macs(path, args.tile)
+            counted[path] = macs
             say(f"{path.name}: {macs['macs'] / 1e9:.2f} GMAC per {args.tile}x{args.tile} tile = "
                 f"{macs['macs_per_output_mp'] / 1e9:.2f} GMAC per output MP ({macs['params']:,} parameters)")
             if macs["uncounted"]:
                 say(f"  uncounted nodes (no shape): {macs['uncounted']}")
+        # Every (model, threads) pair runs once per round, in an order rotated from round to round,
+        # so that a slow spell of the machine hits all of them alike.
+        combos = [(path, threads) for path in models for threads in args.threads]
+        sessions = {c: make_session(*c) for c in combos}
+        name = {c: sessions[c].get_inputs()[0].name for c in combos}
+        for c in combos:
+            for _ in range(args.warmup):
+                sessions[c].run(None, {name[c]: x})
+        times: dict = {c: [] for c in combos}
+        disturbed = {c: 0 for c in combos}
+        for r in range(args.repeats):
+            pauser.ensure(5.0 * len(combos), label=f"round {r + 1}")
+            for c in combos[r % len(combos):] + combos[: r % len(combos)]:
+                seconds, foreign, used, _ = timed_clean(lambda c=c: sessions[c].run(None, {name[c]: x}),
+                                                        tries(pauser))
+                disturbed[c] += used == tries(pauser) and foreign > 0.1
+                times[c].append(seconds)
+        pauser.resume()
+        sessions.clear()
+        for path in models:
+            macs = counted[path]
             timings = []
             for threads in args.threads:
-                session = make_session(path, threads)
+                c = (path, threads)
                 label = str(threads) if threads else f"default ({cores})"
-                pauser.ensure(20.0, label=f"{path.name} threads {threads}")
-                times, disturbed = time_session(session, x, args.warmup, args.repeats,
-                                                before=lambda: pauser.ensure(2.0), attempts=tries(pauser))
-                pauser.resume()
-                med = statistics.median(times)
+                med = statistics.median(times[c])
                 rate = macs["macs"] / med
-                timings.append({"threads": threads, "threads_label": label, "seconds": summary(times, 7),
-                                "disturbed_runs": disturbed,
-                                "macs_per_s": rate, "fraction_of_peak": rate / peak["fma_per_s"],
-                                "output_mp_per_s": out_mp / med})
-                say(f"  threads {label}: {med * 1000:.1f} ms per tile, {rate / 1e9:.1f} GMAC/s, "
+                timing = {"threads": threads, "threads_label": label, "seconds": summary(times[c], 7),
+                          "disturbed_runs": int(disturbed[c]), "macs_per_s": rate,
+                          "fraction_of_peak": rate / peak["fma_per_s"], "output_mp_per_s": out_mp / med}
+                first = (models[0], threads)
+                if path != models[0]:
+                    timing[f"time_vs_{models[0].stem}"] = round(statistics.median(
+                        a / b for a, b in zip(times[c], times[first], strict=True)), 4)
+                timings.append(timing)
+                say(f"{path.name} threads {label}: {med * 1000:.1f} ms per tile, {rate / 1e9:.1f} GMAC/s, "
                     f"{100 * rate / peak['fma_per_s']:.1f} % of peak")
-                del session
             entry = {"name": path.stem, "path": str(path), "macs": {k: v for k, v in macs.items() if k != "nodes"},
                      "nodes": macs["nodes"], "timings": timings}
             if args.sweep:

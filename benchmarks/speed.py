@@ -159,9 +159,13 @@ def megapixels(path: Path) -> float:
 def failure_reason(run) -> str:
     lines = [ln.strip() for ln in run.stderr_tail.splitlines() if ln.strip()]
     keys = ("fail", "error", "cannot", "unsupported", "not ")
-    picked = [ln for ln in lines if any(k in ln.lower() for k in keys)]
-    text = (picked or lines or [f"exit code {run.returncode}"])[0]
-    text = re.sub(r"void \S+ const, line \d+: ", "", text)  # rawspeed's C++ function names
+    picked = [i for i, ln in enumerate(lines) if any(k in ln.lower() for k in keys)]
+    if picked:
+        i = picked[0]
+        text = lines[i] + (" " + lines[i + 1] if lines[i].endswith(":") and i + 1 < len(lines) else "")
+    else:
+        text = (lines or [f"exit code {run.returncode}"])[0]
+    text = re.sub(r"void [^,]*, line \d+: ", "", text)  # rawspeed's C++ function names
     return f"exit {run.returncode}: {text[:160]}"
 
 
