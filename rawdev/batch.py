@@ -201,24 +201,35 @@ def _in_worker(worker: DecodeWorker, stop: threading.Event) -> Callable[[Job, Ru
     return decode
 
 
-def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: RunOptions, reporter: Reporter,
-         decode: Callable[[Job, RunOptions], Mosaic], stop: threading.Event, worker: DecodeWorker | None) -> Summary:
-    summary = Summary()
+def plan_work(jobs: list[Job], overwrite: bool) -> tuple[list[Job], list[Outcome]]:
+    """The jobs to develop and the outcomes decided before any work: skips, outputs that would
+    replace an input, two inputs with one output (a.dng and a.nef both make a.tif). Local and
+    Ray runs both decide here, so they skip and refuse alike."""
     inputs = {j.source.resolve() for j in jobs if j.source.exists()}
     todo: list[Job] = []
-    claimed: dict[Path, Job] = {}  # output -> the job that writes it (a.dng and a.nef both make a.tif)
+    decided: list[Outcome] = []
+    claimed: dict[Path, Job] = {}
     for job in jobs:
-        decided = check_job(job, run.overwrite, inputs)
+        outcome = check_job(job, overwrite, inputs)
         key = Path(os.path.abspath(job.output))
-        if decided is None and key in claimed:
-            decided = Outcome(job, "failed", f"output {job.output} is already the output of {claimed[key].source}; "
+        if outcome is None and key in claimed:
+            outcome = Outcome(job, "failed", f"output {job.output} is already the output of {claimed[key].source}; "
                                              "develop these files into different -o folders")
-        if decided is None:
+        if outcome is None:
             claimed[key] = job
             todo.append(job)
         else:
-            summary.outcomes.append(decided)
-            reporter.file_done(decided)
+            decided.append(outcome)
+    return todo, decided
+
+
+def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: RunOptions, reporter: Reporter,
+         decode: Callable[[Job, RunOptions], Mosaic], stop: threading.Event, worker: DecodeWorker | None) -> Summary:
+    summary = Summary()
+    todo, decided = plan_work(jobs, run.overwrite)
+    for outcome in decided:
+        summary.outcomes.append(outcome)
+        reporter.file_done(outcome)
     reporter.start(len(todo))
 
     decoded: queue.Queue = queue.Queue(maxsize=2)

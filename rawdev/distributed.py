@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, check_job
+from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, plan_work
 
 FAULT_ENV = "RAWDEV_TEST_ACTOR_FAULT"
 # Requests sent to an actor at a time. One: when an actor dies, its one unanswered request is the
@@ -81,28 +81,6 @@ TEMP_GLOB = ".{name}.rawdev-tmp-*"  # rawdev.output._atomic_write's temporary fi
 
 class ClusterUnavailable(RuntimeError):
     """Ray is not installed, the cluster cannot be reached, or no actor could start (a usage error)."""
-
-
-def plan_work(jobs: list[Job], overwrite: bool) -> tuple[list[Job], list[Outcome]]:
-    """The jobs to develop and the outcomes decided before any work: skips, outputs that would
-    replace an input, two inputs with one output. The same checks and lines as
-    :func:`rawdev.batch.run_batch` (tests/test_distributed.py compares them with a local run)."""
-    inputs = {j.source.resolve() for j in jobs if j.source.exists()}
-    todo: list[Job] = []
-    decided: list[Outcome] = []
-    claimed: dict[Path, Job] = {}
-    for job in jobs:
-        outcome = check_job(job, overwrite, inputs)
-        key = Path(os.path.abspath(job.output))
-        if outcome is None and key in claimed:
-            outcome = Outcome(job, "failed", f"output {job.output} is already the output of {claimed[key].source}; "
-                                             "develop these files into different -o folders")
-        if outcome is None:
-            claimed[key] = job
-            todo.append(job)
-        else:
-            decided.append(outcome)
-    return todo, decided
 
 
 # --- the actor -----------------------------------------------------------------------------------
