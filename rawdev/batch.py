@@ -247,7 +247,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                 break
             t0 = time.perf_counter()
             try:
-                item: object = _decode_safely(decode, job, run)
+                item: object = decode(job, run)
             except DecodeCancelled:
                 break
             except Exception as exc:  # noqa: BLE001 - one file's failure must not end the batch
@@ -303,10 +303,6 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
         encoded.put(None)
         threads[1].join()
     return summary
-
-
-def _decode_safely(decode, job: Job, run: RunOptions) -> Mosaic:
-    return decode(job, run)
 
 
 def _put(q: queue.Queue, item, stop: threading.Event) -> None:
