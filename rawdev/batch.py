@@ -232,8 +232,12 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
         reporter.file_done(outcome)
     reporter.start(len(todo))
 
-    decoded: queue.Queue = queue.Queue(maxsize=2)
-    encoded: queue.Queue = queue.Queue(maxsize=2)
+    # One file decoded ahead and one being written while one develops: at most two mosaics and
+    # two developed images are alive at once, whatever the batch's size (memory, issue #2).
+    decoded: queue.Queue = queue.Queue()
+    encoded: queue.Queue = queue.Queue()
+    decode_slot = threading.Semaphore(1)  # taken by the decoder, given back when develop takes the file
+    write_slot = threading.Semaphore(1)  # taken when an image is handed over, given back once written
     lock = threading.Lock()
 
     def finish(outcome: Outcome) -> None:
@@ -243,7 +247,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
 
     def decoder() -> None:
         for job in todo:
-            if stop.is_set():
+            if not _acquire(decode_slot, stop):
                 break
             t0 = time.perf_counter()
             try:
@@ -269,6 +273,8 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                 finish(Outcome(job, "failed", f"cannot write {job.output}: {exc.strerror or exc}"))
             except Exception as exc:  # noqa: BLE001
                 finish(Outcome(job, "failed", f"cannot write {job.output}: {exc}"))
+            del entry, image
+            write_slot.release()
 
     threads = [threading.Thread(target=decoder, daemon=True, name="decode"),
                threading.Thread(target=encoder, daemon=True, name="encode")]
@@ -277,6 +283,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
     try:
         while True:
             entry = decoded.get()
+            decode_slot.release()
             if entry is None:
                 break
             job, item, decode_s = entry
@@ -291,8 +298,11 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
             except Exception as exc:  # noqa: BLE001
                 finish(Outcome(job, "failed", _reason(exc)))
                 continue
-            encoded.put((job, developed.image, mosaic.info, t_start, mosaic.megapixels))
-            del mosaic, item, entry, developed  # a worker's mosaic is mapped memory: let it go now
+            info, mp = mosaic.info, mosaic.megapixels
+            del mosaic, item, entry  # free the pixels (a worker's are mapped memory) before waiting
+            write_slot.acquire()
+            encoded.put((job, developed.image, info, t_start, mp))
+            del developed
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
@@ -312,6 +322,14 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> None:
             return
         except queue.Full:
             continue
+
+
+def _acquire(slot: threading.Semaphore, stop: threading.Event) -> bool:
+    """Take ``slot``, or give up (False) once ``stop`` is set."""
+    while not stop.is_set():
+        if slot.acquire(timeout=0.2):
+            return True
+    return False
 
 
 def _drain(q: queue.Queue) -> None:

@@ -428,28 +428,44 @@ def _worker_main(conn, parent_pid: int, death_signal: bool = True) -> None:
             request = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if request is None:
+        if request is None or not _serve(conn, request, read_mosaic):
             return
-        _, path, cfa_override, black, white, name, fault = request
-        fault = _fault_for(fault, path)
-        _inject_fault(fault)
-        try:
-            mosaic = read_mosaic(Path(path), cfa_override, black, white)
-        except RawReadError as exc:
-            _send(conn, ("raw-error", str(exc)))
-            continue
-        except MemoryError:
-            _send(conn, ("raw-error", "out of memory while decoding"))
-            continue
-        except Exception as exc:  # noqa: BLE001 - reported as the file's failure, like in-process
-            _send(conn, ("error", type(exc).__name__, str(exc)))
-            continue
-        try:
-            _send_mosaic(conn, mosaic, name, crash_before_answer=fault == "crash-late")
-        except (EOFError, OSError, BrokenPipeError):
-            return
-        except Exception as exc:  # noqa: BLE001
-            _send(conn, ("error", type(exc).__name__, str(exc)))
+        _return_freed_memory()  # the mosaic now lives in the parent: do not sit on its pages
+
+
+def _serve(conn, request, read_mosaic) -> bool:
+    """Decode one file and answer the parent; False when the parent is gone."""
+    _, path, cfa_override, black, white, name, fault = request
+    fault = _fault_for(fault, path)
+    _inject_fault(fault)
+    try:
+        mosaic = read_mosaic(Path(path), cfa_override, black, white)
+    except RawReadError as exc:
+        _send(conn, ("raw-error", str(exc)))
+        return True
+    except MemoryError:
+        _send(conn, ("raw-error", "out of memory while decoding"))
+        return True
+    except Exception as exc:  # noqa: BLE001 - reported as the file's failure, like in-process
+        _send(conn, ("error", type(exc).__name__, str(exc)))
+        return True
+    try:
+        _send_mosaic(conn, mosaic, name, crash_before_answer=fault == "crash-late")
+    except (EOFError, OSError, BrokenPipeError):
+        return False
+    except Exception as exc:  # noqa: BLE001
+        _send(conn, ("error", type(exc).__name__, str(exc)))
+    return True
+
+
+def _return_freed_memory() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _die_with_parent(parent_pid: int, death_signal: bool) -> None:

@@ -113,15 +113,17 @@ def develop_mosaic(
     def infer(tile_in: np.ndarray) -> np.ndarray:
         return model(tile_in)
 
-    for y0, rows in blend_tiles(prepared.source, infer, plan, on_tile):
-        # Map the band (canonical, padded coordinates) onto the unpadded output.
-        top = max(y0, canon.top)
-        bottom = min(y0 + rows.shape[0], canon.top + out_h)
-        if bottom <= top:
+    for block in blend_tiles(prepared.source, infer, plan, on_tile):
+        # Map the block (canonical, padded coordinates) onto the unpadded output.
+        h, w = block.pixels.shape[:2]
+        top, bottom = max(block.y0, canon.top), min(block.y0 + h, canon.top + out_h)
+        left, right = max(block.x0, canon.left), min(block.x0 + w, canon.left + out_w)
+        if bottom <= top or right <= left:
             continue
-        band = rows[top - y0 : bottom - y0, canon.left : canon.left + out_w]
+        pixels = block.pixels[top - block.y0 : bottom - block.y0, left - block.x0 : right - block.x0]
+        target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
         if linear:
-            image[top - canon.top : bottom - canon.top] = render_to_int(band, rendering, peak)
+            target[...] = render_to_int(pixels, rendering, peak)
         else:
-            image[top - canon.top : bottom - canon.top] = np.round(np.clip(band, 0.0, 1.0) * np.float32(peak))
+            target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
     return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape)

@@ -3,8 +3,8 @@
 The plan counts tiles first and then picks an even tile size (as chaiNNer's auto split does), so
 every tile of a run has one fixed shape and onnxruntime never re-plans. Tiles that reach past the
 image are reflect-padded. Overlaps are blended with raised-cosine (half-sine squared) weights,
-accumulated in float32, and finished rows are handed out band by band, so memory is set by the
-tile size, not by the image size.
+accumulated in float32, and finished pixels are handed out block by block, so memory is set by
+the tile size, not by the image size.
 """
 
 from __future__ import annotations
@@ -144,50 +144,68 @@ def _normalized_ramps(axis: Axis, scale: int) -> list[np.ndarray]:
     return [(ramp / total[s * scale : s * scale + size]).astype(np.float32) for s, ramp in zip(axis.starts, ramps)]
 
 
+@dataclass(frozen=True)
+class Block:
+    """A finished rectangle of the blended output: ``pixels`` placed at (y0, x0)."""
+
+    y0: int
+    x0: int
+    pixels: np.ndarray  # (h, w, K) float32
+
+
 def blend_tiles(
     source: TileSource,
     infer: Callable[[np.ndarray], np.ndarray],
     plan: TilePlan,
     on_tile: Callable[[int, int], None] | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Run ``infer`` on every tile and yield finished output bands ``(y0, rows)`` top to bottom.
+) -> Iterator[Block]:
+    """Run ``infer`` on every tile and yield each output pixel once, in finished blocks.
 
-    ``infer`` takes one (h, w, C) float32 tile and returns (h*scale, w*scale, K). Only one row
-    of tiles is held in float32 at a time.
+    ``infer`` takes one (h, w, C) float32 tile and returns (h*scale, w*scale, K). A tile's block is
+    finished where no later tile reaches: the part left of the next tile in its row and above the
+    next row of tiles. What later tiles still add to is kept: the overlap columns of the previous
+    tile and the overlap rows of the previous tile row, so memory is one tile plus one overlap
+    strip across the image, whatever the image's size.
     """
     s = plan.scale
     out_h, out_w = plan.output_shape
     row_weights = _normalized_ramps(plan.rows, s)
     col_weights = _normalized_ramps(plan.cols, s)
     expected = (plan.rows.size * s, plan.cols.size * s)
-    carry: np.ndarray | None = None  # rows of the previous band that the next tile row also covers
+    above: np.ndarray | None = None  # sums for rows [ty0, ty0 + above_rows) from the tile row above
     done = 0
     for r, y0 in enumerate(plan.rows.starts):
         ty0 = y0 * s
         vy = min(ty0 + expected[0], out_h) - ty0
-        band: np.ndarray | None = None
+        final_rows = (plan.rows.starts[r + 1] * s if r + 1 < plan.rows.count else out_h) - ty0
+        below: np.ndarray | None = None  # sums this tile row leaves for the next one
+        left: np.ndarray | None = None  # sums of the previous tile's overlap columns
         for c, x0 in enumerate(plan.cols.starts):
             tile = read_tile(source, y0, x0, plan.rows.size, plan.cols.size)
             result = np.asarray(infer(tile), dtype=np.float32)
             if result.shape[:2] != expected:
                 raise ValueError(f"model returned a {result.shape[:2]} tile, expected {expected}")
-            if band is None:
-                band = np.zeros((vy, out_w, result.shape[2]), np.float32)
-                if carry is not None:
-                    band[: carry.shape[0]] = carry
             tx0 = x0 * s
             vx = min(tx0 + expected[1], out_w) - tx0
-            weighted = result[:vy, :vx] * row_weights[r][:vy, None, None]  # a new array: never
-            weighted *= col_weights[c][None, :vx, None]  # write into what the model returned
-            band[:, tx0 : tx0 + vx] += weighted
+            block = result[:vy, :vx] * row_weights[r][:vy, None, None]  # a new array: never
+            block *= col_weights[c][None, :vx, None]  # write into what the model returned
+            done_cols = 0
+            if left is not None:
+                block[:, : left.shape[1]] += left  # already holds the row above's share there
+                done_cols = left.shape[1]
+            if above is not None:
+                block[: above.shape[0], done_cols:] += above[:, tx0 + done_cols : tx0 + vx]
+            final_cols = (plan.cols.starts[c + 1] * s if c + 1 < plan.cols.count else out_w) - tx0
+            if final_rows < vy:
+                if below is None:
+                    below = np.zeros((vy - final_rows, out_w, block.shape[2]), np.float32)
+                below[:, tx0 : tx0 + final_cols] = block[final_rows:, :final_cols]
+            left = block[:, final_cols:].copy() if final_cols < vx else None
             done += 1
             if on_tile is not None:
                 on_tile(done, plan.count)
-        assert band is not None
-        # Rows above the next tile row's start are final.
-        n = (plan.rows.starts[r + 1] * s if r + 1 < plan.rows.count else out_h) - ty0
-        yield ty0, band[:n]
-        carry = band[n:]
+            yield Block(ty0, tx0, block[:final_rows, :final_cols])
+        above = below
 
 
 def run_tiled(
@@ -199,9 +217,10 @@ def run_tiled(
     """Whole output as one float32 array (for tests and small images)."""
     out_h, out_w = plan.output_shape
     out: np.ndarray | None = None
-    for y0, rows in blend_tiles(source, infer, plan, on_tile):
+    for block in blend_tiles(source, infer, plan, on_tile):
         if out is None:
-            out = np.empty((out_h, out_w, rows.shape[2]), np.float32)
-        out[y0 : y0 + rows.shape[0]] = rows
+            out = np.empty((out_h, out_w, block.pixels.shape[2]), np.float32)
+        h, w = block.pixels.shape[:2]
+        out[block.y0 : block.y0 + h, block.x0 : block.x0 + w] = block.pixels
     assert out is not None
     return out

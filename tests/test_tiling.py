@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rawdev.tiling import blend_ramp, plan_axis, plan_tiles, run_tiled
+from rawdev.tiling import blend_ramp, blend_tiles, plan_axis, plan_tiles, read_tile, run_tiled
 
 
 def identity(tile: np.ndarray) -> np.ndarray:
@@ -96,3 +96,47 @@ def test_wrong_output_size_is_an_error():
     plan = plan_tiles(16, 16, tile=8, overlap=2, scale=2)
     with pytest.raises(ValueError, match="expected"):
         run_tiled(np.zeros((16, 16, 4), np.float32), identity, plan)
+
+
+@pytest.mark.parametrize("shape,tile,overlap,scale", [((37, 53), 16, 4, 1), ((70, 90), 12, 10, 1),
+                                                      ((30, 46), 12, 4, 2), ((9, 9), 32, 8, 2)])
+def test_blocks_hand_out_every_output_pixel_exactly_once(shape, tile, overlap, scale):
+    plan = plan_tiles(*shape, tile=tile, overlap=overlap, scale=scale)
+    model = upsample2 if scale == 2 else identity
+    seen = np.zeros(plan.output_shape, np.int32)
+    for block in blend_tiles(np.zeros((*shape, 1), np.float32), model, plan):
+        h, w = block.pixels.shape[:2]
+        seen[block.y0 : block.y0 + h, block.x0 : block.x0 + w] += 1
+    assert np.array_equal(seen, np.ones_like(seen))
+
+
+@pytest.mark.parametrize("tile,overlap", [(16, 6), (12, 10)])  # 12/10: each pixel in up to 6 tiles per axis
+def test_streamed_blend_equals_the_weighted_average_of_all_tiles(tile, overlap):
+    # Reference: every tile's output placed whole into a full-size sum of weights and values.
+    rng = np.random.default_rng(3)
+    image = rng.random((50, 70, 2), dtype=np.float32)
+    plan = plan_tiles(50, 70, tile=tile, overlap=overlap)
+    offsets = rng.random(plan.count).astype(np.float32)
+
+    def per_tile_model():  # each tile shifted by its own offset, as channel attention can do
+        index = iter(range(plan.count))
+        return lambda t: t * 0.5 + offsets[next(index)]
+
+    out = run_tiled(image, per_tile_model(), plan)
+    model = per_tile_model()
+    total = np.zeros((50, 70, 2))
+    weight = np.zeros((50, 70, 1))
+    for r, y0 in enumerate(plan.rows.starts):
+        for c, x0 in enumerate(plan.cols.starts):
+            lead_y = plan.rows.starts[r - 1] + plan.rows.size - y0 if r else 0
+            trail_y = y0 + plan.rows.size - plan.rows.starts[r + 1] if r + 1 < plan.rows.count else 0
+            lead_x = plan.cols.starts[c - 1] + plan.cols.size - x0 if c else 0
+            trail_x = x0 + plan.cols.size - plan.cols.starts[c + 1] if c + 1 < plan.cols.count else 0
+            wy = blend_ramp(plan.rows.size, lead_y, trail_y)
+            wx = blend_ramp(plan.cols.size, lead_x, trail_x)
+            t = model(read_tile(image, y0, x0, *plan.tile_shape))
+            w2 = (wy[:, None] * wx[None, :])[..., None]
+            vy, vx = min(plan.rows.size, 50 - y0), min(plan.cols.size, 70 - x0)
+            total[y0 : y0 + vy, x0 : x0 + vx] += (t * w2)[:vy, :vx]
+            weight[y0 : y0 + vy, x0 : x0 + vx] += w2[:vy, :vx]
+    np.testing.assert_allclose(out, total / weight, atol=1e-5)
