@@ -1,27 +1,37 @@
 """Image-quality benchmark: rawdev's learned ISP against classical demosaicking, on held-out photographs.
 
-Every photograph of kodak24 (never trained on) is unprocessed into a 12-bit RGGB Bayer capture at
-each noise level with rawdev's own synthesis (``rawdev.train.synth.Unprocessor.capture``; no
-inverse tone curve, brightness 1, so that a neutral development is the exact inverse) and written
-as a DNG. Every method develops that same DNG into 16-bit sRGB, which is scored against the
-original photograph (PSNR and SSIM from ``rawdev.metrics`` on floats in [0, 1], after cropping the
-same border from both, for every method alike).
+Every photograph of kodak24 (never trained on) is unprocessed into a 12-bit capture at each noise
+level with rawdev's own synthesis (``rawdev.train.synth.Unprocessor.capture``; no inverse tone
+curve, brightness 1, so that a neutral development is the exact inverse) and written as a DNG:
+an RGGB Bayer mosaic, or with ``--cfa quad`` a Quad-Bayer one (4x4 CFA RRGG/RRGG/GGBB/GGBB,
+written with CFARepeatPatternDim/CFAPattern as examples/scene_quad.dng is). Every method develops
+that same DNG into 16-bit sRGB, which is scored against the original photograph (PSNR and SSIM from
+``rawdev.metrics`` on floats in [0, 1], after cropping the same border from both, for every method
+alike).
 
 Methods:
 - ``rawdev ...``: one row per ``--model``: the real pipeline in-process, ``rawdev.raw.read_mosaic``
   + ``rawdev.session.open_session`` + ``rawdev.develop.develop_mosaic`` with look neutral,
   exposure 0 EV and the camera white balance (what ``rawdev develop --look neutral --exposure 0``
   does, without writing a file).
-- ``bilinear``, ``malvar2004``, ``menon2007``: colour-demosaicing fed the same mosaic normalized as
-  the pipeline does it ((raw - black) / (white - black) * white-balance gain of each CFA site,
-  clipped to [0, 1]) and rendered to 16 bits by the same ``rawdev.color`` code as the pipeline
-  (the file's colour matrix, no exposure change, sRGB transfer, neutral look).
+- ``bilinear``, ``malvar2004``, ``menon2007``: colour-demosaicing fed the mosaic the pipeline's
+  own ``rawdev.normalize.prepare`` makes for a network ((raw - black) / (white - black) *
+  white-balance gain of each CFA site, clipped to [0, 1]; Quad-Bayer binned or remosaicked) and
+  rendered to 16 bits by the same ``rawdev.color`` code as the pipeline (the file's colour matrix,
+  no exposure change, sRGB transfer, neutral look).
 - ``libraw-ahd`` (+ ``libraw-ahd+median3``, ``libraw-ahd+fbdd``): LibRaw through rawpy on the same
   DNG, with parameters that make its output the same linear-matrix + sRGB-transfer rendering (see
-  LIBRAW_PARAMS and benchmarks/README.md for how that was checked).
+  LIBRAW_PARAMS and benchmarks/README.md for how that was checked). LibRaw cannot read a 4x4 CFA,
+  so for Quad-Bayer it gets the pipeline's binned or remosaicked mosaic written as a Bayer DNG.
+
+Quad-Bayer rows come in two kinds: ``[bin]`` (the default of ``rawdev develop``: 2x2 binning,
+half-resolution output), scored against the photograph box-averaged 2x2 in linear light and
+re-encoded to sRGB (what binning ideally gives: the light of each 2x2 block of photosites), and
+``[remosaic]`` (``--quad-bayer remosaic``: full resolution), scored against the photograph.
 
 Usage (from the repository root):
     python benchmarks/quality.py --model weights/csanet-c32.onnx --model weights/csanet-res-c32.onnx
+    python benchmarks/quality.py --cfa quad
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._measure import RESULTS_MD, update_results_md  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     RESULTS,
     SHARED,
@@ -59,6 +70,13 @@ BITS = 12
 BLACK_FRACTION = 1 / 16
 BASELINES = ("bilinear", "malvar2004", "menon2007", "libraw-ahd", "libraw-ahd+median3", "libraw-ahd+fbdd")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+CFAS = {"bayer": "RGGB", "quad": "quad-RGGB"}  # --cfa -> the capture's pattern
+QUAD_MODES = ("bin", "remosaic")  # Quad-Bayer rows: rawdev develop --quad-bayer bin|remosaic
+QUAD_WORDS = {"bin": "2x2-binned", "remosaic": "remosaicked"}
+# LibRaw reads the binned / remosaicked mosaic as integers: values, black and white times 4 (exact
+# for binning, whose mean of 4 sites is a multiple of 1/4; 1/8 LSB rounding for remosaic).
+QUAD_DNG_SCALE = 4
+RESULTS_KEY = "quality"
 
 # LibRaw's rendering made equal to rawdev's neutral one (checked on noise-free captures: flat
 # fields come back within 1e-4 of the expected linear values, and the sRGB output equals the
@@ -86,38 +104,51 @@ LIBRAW_COMMON = {
 
 @dataclass
 class Method:
-    """One row of the table: a name and a function from a DNG file to 16-bit sRGB (H, W, 3)."""
+    """One row of the table: a name and a function from a DNG file to 16-bit sRGB (H, W, 3).
+
+    ``quad`` is the Quad-Bayer mode the row takes (None for Bayer captures); ``prepare`` (untimed)
+    turns the capture's DNG into the file ``run`` reads, in a work folder."""
 
     name: str
     kind: str
     description: str
     run: Callable[[Path], np.ndarray]
     info: dict = field(default_factory=dict)
+    quad: str | None = None
+    prepare: Callable[[Path, Path], Path] | None = None
+
+    @property
+    def scale(self) -> int:
+        """How many capture pixels one output pixel spans per axis (2 for binned Quad-Bayer)."""
+        return 2 if self.quad == "bin" else 1
+
+
+def row_name(name: str, quad: str | None) -> str:
+    return f"{name} [{quad}]" if quad else name
 
 
 # --------------------------------------------------------------------------- methods
 
 
-def pipeline_inputs(dng: Path):
-    """The DNG read as rawdev reads it: the mosaic, normalized and white-balanced like the pipeline
-    does it for its network, plus the rendering (colour matrix, no exposure change, neutral look)."""
-    from rawdev import cfa as cfa_mod
+def pipeline_inputs(dng: Path, quad: str | None = None):
+    """The DNG read and normalized by the pipeline's own code (``rawdev.normalize.prepare`` for a
+    network with the default contract: levels, camera white balance, clipped to [0, 1]; Quad-Bayer
+    binned or remosaicked), unpacked to its canonical RGGB mosaic; with the Canonical that crops
+    the output back and the rendering (the file's colour matrix, no exposure change, neutral look)."""
+    from rawdev.cfa import unpack_rggb
     from rawdev.color import Rendering
-    from rawdev.normalize import white_balance_gains
+    from rawdev.model import ModelContract
+    from rawdev.normalize import prepare
     from rawdev.raw import read_mosaic
 
     mosaic = read_mosaic(dng)
-    if mosaic.cfa.kind != "bayer":
-        raise ValueError(f"{dng.name}: classical baselines take Bayer mosaics, not {mosaic.cfa}")
-    h, w = mosaic.data.shape
-    colour = cfa_mod.colour_index_map(mosaic.cfa, h, w)
-    n = mosaic.cfa.period
-    black = np.tile(np.asarray(mosaic.black, np.float32), (-(-h // n), -(-w // n)))[:h, :w]
-    gains = np.asarray(white_balance_gains(mosaic, "camera"), np.float32)
-    norm = (mosaic.data.astype(np.float32) - black) / (np.float32(mosaic.white) - black) * gains[colour]
-    np.clip(norm, 0.0, 1.0, out=norm)
+    expected = "quad" if quad else "bayer"
+    if mosaic.cfa.kind != expected:
+        raise ValueError(f"{dng.name}: a {mosaic.cfa} mosaic where this row takes a {expected} one")
+    prepared = prepare(mosaic, ModelContract(), wb="camera", quad=quad or "bin")
+    norm = unpack_rggb(prepared.source[:, :])
     cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
-    return mosaic, norm, Rendering(cam_to_srgb, exposure_ev=0.0, look="neutral")
+    return prepared.canonical, norm, Rendering(cam_to_srgb, exposure_ev=0.0, look="neutral")
 
 
 def render_16bit(camera_rgb: np.ndarray, rendering) -> np.ndarray:
@@ -127,7 +158,7 @@ def render_16bit(camera_rgb: np.ndarray, rendering) -> np.ndarray:
     return render_to_int(camera_rgb, rendering, 65535)
 
 
-def colour_demosaicing_method(name: str) -> Method:
+def colour_demosaicing_method(name: str, quad: str | None = None) -> Method:
     import colour_demosaicing as cd
 
     functions = {
@@ -138,19 +169,21 @@ def colour_demosaicing_method(name: str) -> Method:
     function, what = functions[name]
 
     def run(dng: Path) -> np.ndarray:
-        mosaic, norm, rendering = pipeline_inputs(dng)
-        rgb = function(norm, mosaic.cfa.name)
-        return render_16bit(np.asarray(rgb, np.float32), rendering)
+        canonical, norm, rendering = pipeline_inputs(dng, quad)
+        rgb = canonical.crop(np.asarray(function(norm, "RGGB"), np.float32))
+        return render_16bit(np.ascontiguousarray(rgb), rendering)
 
+    mosaic = f"{QUAD_WORDS[quad]} mosaic" if quad else "mosaic"
     return Method(
-        name, "colour-demosaicing",
-        f"colour-demosaicing {what} of the pipeline's normalized, white-balanced mosaic, "
-        "rendered as the pipeline renders (rawdev.color; file's colour matrix, 0 EV, sRGB, look neutral)",
-        run,
+        row_name(name, quad), "colour-demosaicing",
+        f"colour-demosaicing {what} of the pipeline's normalized, white-balanced {mosaic} "
+        "(rawdev.normalize.prepare), rendered as the pipeline renders (rawdev.color; file's colour "
+        "matrix, 0 EV, sRGB, look neutral)",
+        run, quad=quad,
     )
 
 
-def libraw_method(name: str) -> Method:
+def libraw_method(name: str, quad: str | None = None) -> Method:
     import rawpy
 
     extra: dict = {}
@@ -179,37 +212,82 @@ def libraw_method(name: str) -> Method:
             return np.asarray(raw.postprocess(**params))
 
     shown = {k: (v.name if hasattr(v, "name") else v) for k, v in params.items()}
-    return Method(name, "libraw", f"LibRaw {what} through rawpy postprocess({shown})", run,
-                  {"postprocess": shown})
+    description = f"LibRaw {what} through rawpy postprocess({shown})"
+    prepare = None
+    if quad:
+        description += (f" of the pipeline's {QUAD_WORDS[quad]} mosaic (rawdev.cfa) written as a Bayer DNG "
+                        f"(values, black and white x {QUAD_DNG_SCALE}; LibRaw cannot read a 4x4 CFA); "
+                        "the time excludes that step")
+
+        def prepare(dng: Path, work: Path) -> Path:
+            return quad_as_bayer_dng(dng, quad, work / f"{dng.stem}_{quad}_bayer.dng")
+
+    return Method(row_name(name, quad), "libraw", description, run, {"postprocess": shown}, quad, prepare)
 
 
-def rawdev_methods(models: list[str], device: str, threads: int) -> list[Method]:
-    """One row per model, named by its contract's variant and training steps."""
+def baseline_method(name: str, quad: str | None = None) -> Method:
+    """One of BASELINES, for Bayer captures or for a Quad-Bayer mode."""
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}: choose from {', '.join(BASELINES)}")
+    return libraw_method(name, quad) if name.startswith("libraw") else colour_demosaicing_method(name, quad)
+
+
+def quad_as_bayer_dng(dng: Path, mode: str, out: Path) -> Path:
+    """The pipeline's binned or remosaicked Bayer mosaic of a Quad-Bayer DNG (``rawdev.cfa``),
+    written as a Bayer DNG that LibRaw can read: values, black and white level times
+    QUAD_DNG_SCALE, rounded; the file's colour matrix and camera white balance."""
+    from rawdev import cfa as cfa_mod
+    from rawdev.dng import read_dng_color_matrices, write_dng
+    from rawdev.raw import read_mosaic
+
+    mosaic = read_mosaic(dng)
+    if mosaic.cfa.kind != "quad":
+        raise ValueError(f"{dng.name}: {mosaic.cfa} is not a Quad-Bayer mosaic")
+    convert = cfa_mod.bin_quad if mode == "bin" else cfa_mod.remosaic_quad
+    data, bayer = convert(mosaic.data, mosaic.cfa)
+    # Black of each 2x2 same-colour block, as rawdev.normalize.prepare takes it.
+    black = np.asarray(mosaic.black, np.float64).reshape(2, 2, 2, 2).mean(axis=(1, 3))
+    matrices = read_dng_color_matrices(dng)
+    if not matrices or mosaic.wb_camera is None:
+        raise ValueError(f"{dng.name}: no ColorMatrix or no AsShotNeutral to carry over")
+    k = QUAD_DNG_SCALE
+    raw = np.clip(np.round(np.asarray(data, np.float64) * k), 0, 65535).astype(np.uint16)
+    write_dng(out, raw, bayer, black=(black * k).ravel().tolist(), white=int(round(mosaic.white * k)),
+              xyz_to_cam=matrices[0][1], wb_gains=mosaic.wb_camera, model=f"quality benchmark ({mode})")
+    return out
+
+
+def rawdev_methods(models: list[str], device: str, threads: int,
+                   quads: tuple[str | None, ...] = (None,)) -> list[Method]:
+    """One row per model (and per Quad-Bayer mode), named by its contract's variant and training
+    steps."""
     from rawdev.develop import DevelopOptions, develop_mosaic
     from rawdev.model import file_sha256, resolve_model
     from rawdev.raw import read_mosaic
     from rawdev.session import open_session
 
-    options = DevelopOptions(look="neutral", exposure="0", wb="camera")
     out: list[Method] = []
     for ref in models:
         path = resolve_model(ref)
         session = open_session(path, device=device, threads=threads)
         contract = session.contract
         name = f"rawdev {contract.variant} ({contract.steps} steps)"
+        for quad in quads:
+            options = DevelopOptions(look="neutral", exposure="0", wb="camera", quad_bayer=quad or "bin")
 
-        def run(dng: Path, session=session) -> np.ndarray:
-            mosaic = read_mosaic(dng)
-            return develop_mosaic(mosaic, session, options).image
+            def run(dng: Path, session=session, options=options) -> np.ndarray:
+                mosaic = read_mosaic(dng)
+                return develop_mosaic(mosaic, session, options).image
 
-        out.append(Method(
-            name, "rawdev",
-            f"rawdev pipeline in-process (read_mosaic, develop_mosaic; look neutral, exposure 0, "
-            f"wb camera) with {path}",
-            run,
-            {"path": str(path), "sha256": file_sha256(path), "contract": asdict(contract),
-             "providers": list(session.providers), "device": device},
-        ))
+            out.append(Method(
+                row_name(name, quad), "rawdev",
+                f"rawdev pipeline in-process (read_mosaic, develop_mosaic; look neutral, exposure 0, "
+                f"wb camera{f', quad_bayer {quad}' if quad else ''}) with {path}",
+                run,
+                {"path": str(path), "sha256": file_sha256(path), "contract": asdict(contract),
+                 "providers": list(session.providers), "device": device},
+                quad,
+            ))
     names = [m.name for m in out]
     for m in out:
         if names.count(m.name) > 1:  # same variant and steps: tell them apart by file name
@@ -225,9 +303,9 @@ def find_images(folder: Path, limit: int | None) -> list[Path]:
     return paths[:limit] if limit else paths
 
 
-def load_photograph(path: Path, crop: int | None) -> np.ndarray:
+def load_photograph(path: Path, crop: int | None, period: int = 2) -> np.ndarray:
     """An sRGB photograph as float32 (H, W, 3) in [0, 1], centre-cropped to ``crop`` pixels if
-    given, trimmed to even height and width (whole Bayer periods)."""
+    given, trimmed to whole CFA periods (``period``: 2 for Bayer, 4 for Quad-Bayer)."""
     import imagecodecs
 
     img = imagecodecs.imread(str(path))
@@ -241,8 +319,18 @@ def load_photograph(path: Path, crop: int | None) -> np.ndarray:
         y0, x0 = (h - ch) // 2, (w - cw) // 2
         img = img[y0 : y0 + ch, x0 : x0 + cw]
         h, w = ch, cw
-    img = img[: h - h % 2, : w - w % 2]
+    img = img[: h - h % period, : w - w % period]
     return np.ascontiguousarray(img, np.float32) / np.float32(scale)
+
+
+def binned_reference(srgb: np.ndarray) -> np.ndarray:
+    """What ideal 2x2 binning records of a photograph: each 2x2 block averaged in linear light,
+    re-encoded to sRGB. The binned mosaic of a Quad-Bayer capture is exactly the Bayer mosaic of
+    this image (before noise), as the original is for a Bayer capture."""
+    from rawdev.color import srgb_decode, srgb_encode
+    from rawdev.metrics import area_downscale
+
+    return srgb_encode(area_downscale(srgb_decode(srgb), 2))
 
 
 def image_seed(stem: str, base: int) -> int:
@@ -260,19 +348,20 @@ def noise_of(level: str) -> tuple[float, float]:
     return shot, float(read_level(shot))
 
 
-def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path):
-    """Unprocess ``srgb`` at ``level`` and write it as a DNG; returns the capture."""
+def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str = "RGGB"):
+    """Unprocess ``srgb`` at ``level`` through ``cfa`` (RGGB or quad-RGGB) and write it as a DNG;
+    returns the capture. The camera, white balance and noise pattern depend on the seed only."""
     from rawdev.cfa import parse_cfa
     from rawdev.dng import write_dng
     from rawdev.train.synth import Unprocessor
 
     shot, read = noise_of(level)
-    rggb = parse_cfa("RGGB")
+    pattern = parse_cfa(cfa)
     cap = Unprocessor(seed).capture(
-        srgb, rggb, shot=shot, read=read, bits=BITS, black_fraction=BLACK_FRACTION,
+        srgb, pattern, shot=shot, read=read, bits=BITS, black_fraction=BLACK_FRACTION,
         inverse_tone=False, brightness=1.0,
     )
-    write_dng(path, cap.raw, rggb, black=cap.black, white=int(cap.white), xyz_to_cam=cap.xyz_to_cam,
+    write_dng(path, cap.raw, pattern, black=cap.black, white=int(cap.white), xyz_to_cam=cap.xyz_to_cam,
               wb_gains=cap.wb_gains, make="rawdev", model="quality benchmark")
     return cap
 
@@ -318,32 +407,17 @@ def summarize(rows: list[dict], methods: list[str], levels: list[str]) -> dict:
     return summary
 
 
-def markdown(report: dict) -> str:
-    s = report["settings"]
-    levels, methods = s["levels"], report["method_order"]
-    lines = [
-        "# Quality benchmark: unprocessed kodak24, developed by each method",
-        "",
-        f"`{report['command']}`",
-        "",
-        f"Run {report['finished']} (commit {report['code']['commit'] or '?'}"
-        f"{', with uncommitted changes' if report['code']['dirty'] else ''}).",
-        "",
-        f"- images: {s['images_count']} from `{s['images']}`"
-        + (f", centre crops of {s['crop']} px" if s["crop"] else ", full size")
-        + f"; each unprocessed to a {s['bits']}-bit RGGB DNG (black level {s['black_fraction']:.4g} of "
-        "white; camera matrix and white balance drawn per image from a fixed seed, the same at every "
-        "level; no inverse tone curve, brightness 1)",
-        "- noise levels (shot a, read b; variance = a x + b): "
-        + "; ".join(f"{lv}: a={a:.3g}, b={b:.3g}" for lv, (a, b) in s["noise"].items()),
-        f"- score: sRGB PSNR (dB) / SSIM against the original photograph, {s['border']} px border "
-        "cropped from both for every method; the mean over images",
-        "- time: seconds per image per method, DNG file to 16-bit sRGB in memory (reading included, "
-        "scoring excluded), mean over all images and levels",
-    ]
-    lines += [f"- {line}" for line in describe_machine(report["machine"], report["versions"])]
-    lines += ["", "| method | " + " | ".join(levels) + " | s / image |",
-              "|---|" + "---|" * len(levels) + "---:|"]
+def capture_words(settings: dict) -> str:
+    """How the captures were made, in words (older reports have no ``cfa`` setting: RGGB)."""
+    if settings.get("cfa", "RGGB") == "RGGB":
+        return "RGGB Bayer"
+    return "Quad-Bayer (4x4 CFA RRGG/RRGG/GGBB/GGBB, quad-RGGB)"
+
+
+def summary_table(report: dict) -> list[str]:
+    """Markdown rows: mean PSNR / SSIM per method and level, and the mean time per image."""
+    levels, methods = report["settings"]["levels"], report["method_order"]
+    lines = ["| method | " + " | ".join(levels) + " | s / image |", "|---|" + "---|" * len(levels) + "---:|"]
     for m in methods:
         entry = report["summary"][m]
         cells = []
@@ -352,6 +426,71 @@ def markdown(report: dict) -> str:
             cells.append(f"{v['psnr']:.2f} / {v['ssim']:.4f}" if v else "-")
         t = entry["seconds_per_image_mean"]
         lines.append(f"| {m} | " + " | ".join(cells) + f" | {t:.3f} |")
+    return lines
+
+
+def margins(report: dict) -> list[str]:
+    """Each rawdev row against the best classical row of the same kind (Bayer, or the same
+    Quad-Bayer mode), in PSNR at every level."""
+    methods, summary = report["methods"], report["summary"]
+    lines = []
+    for m in report["method_order"]:
+        if methods[m]["kind"] != "rawdev":
+            continue
+        quad = methods[m].get("quad")
+        rivals = [r for r in report["method_order"]
+                  if methods[r]["kind"] != "rawdev" and methods[r].get("quad") == quad]
+        cells = []
+        for lv in report["settings"]["levels"]:
+            scored = [(summary[r]["levels"][lv]["psnr"], r) for r in rivals if lv in summary[r]["levels"]]
+            if scored and lv in summary[m]["levels"]:
+                best, who = max(scored)
+                cells.append(f"{lv} {summary[m]['levels'][lv]['psnr'] - best:+.2f} dB ({who})")
+        if cells:
+            lines.append(f"{m} against the best classical row: " + ", ".join(cells))
+    return lines
+
+
+def conditions(report: dict) -> list[str]:
+    """The run's images, captures, noise, scoring and machine, as markdown list items."""
+    s = report["settings"]
+    quad = s.get("cfa", "RGGB") != "RGGB"
+    lines = [
+        f"images: {s['images_count']} from `{s['images']}`"
+        + (f", centre crops of {s['crop']} px" if s["crop"] else ", full size")
+        + f"; each unprocessed to a {s['bits']}-bit {capture_words(s)} DNG (black level "
+        f"{s['black_fraction']:.4g} of white; camera matrix and white balance drawn per image from a fixed "
+        "seed, the same at every level; no inverse tone curve, brightness 1)",
+        "noise levels (shot a, read b; variance = a x + b): "
+        + "; ".join(f"{lv}: a={a:.3g}, b={b:.3g}" for lv, (a, b) in s["noise"].items()),
+        f"score: sRGB PSNR (dB) / SSIM against the original photograph, {s['border']} px border "
+        "cropped from both for every method; the mean over images",
+    ]
+    if quad:
+        lines.append("[bin] rows (half-resolution output) are scored against the photograph averaged over each "
+                     "2x2 block in linear light and re-encoded to sRGB (the binned mosaic is exactly the Bayer "
+                     f"mosaic of that image before noise); [remosaic] rows against the photograph; the "
+                     f"{s['border']} px border is counted in output pixels")
+    lines.append("time: seconds per image per method, DNG file to 16-bit sRGB in memory (reading included, "
+                 "scoring excluded), mean over all images and levels; the training job was not paused, so "
+                 "times are indicative only")
+    code = report["code"]
+    lines.append(f"run {report['finished']}, commit {str(code['commit'] or '?')[:12]}"
+                 + (" (working tree modified)" if code["dirty"] else ""))
+    return lines + describe_machine(report["machine"], report["versions"])
+
+
+def markdown(report: dict) -> str:
+    levels, methods = report["settings"]["levels"], report["method_order"]
+    lines = [
+        f"# Quality benchmark: unprocessed kodak24 ({capture_words(report['settings'])}), developed by each method",
+        "",
+        f"`{report['command']}`",
+        "",
+    ]
+    lines += [f"- {line}" for line in conditions(report)]
+    lines += ["", *summary_table(report), ""]
+    lines += [f"- {line}" for line in margins(report)]
     lines += ["", "## Methods", ""]
     lines += [f"- **{m}**: {report['methods'][m]['description']}" for m in methods]
     lines += ["", "## Per image (PSNR / SSIM)", ""]
@@ -366,6 +505,37 @@ def markdown(report: dict) -> str:
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def json_paths(out: Path, cfa: str) -> dict[str, Path | None]:
+    """Where each CFA's JSON lies, from this run's ``--out`` (quality.json <-> quality_quad.json)."""
+    if cfa == "bayer":
+        return {"bayer": out, "quad": out.with_name(out.stem + "_quad.json")}
+    bayer = out.with_name(out.name[: -len("_quad.json")] + ".json") if out.name.endswith("_quad.json") else None
+    return {"bayer": bayer, "quad": out}
+
+
+def results_section(reports: dict[str, dict | None], markdown_names: dict[str, str]) -> str:
+    """The RESULTS.md section: the Bayer and the Quad-Bayer table, their commands and conditions."""
+    lines = [
+        "## Quality: kodak24 against classical demosaicking (benchmarks/quality.py)",
+        "",
+        "sRGB PSNR (dB) / SSIM of a neutral development (`--look neutral --exposure 0`, camera white "
+        "balance) against the original photographs, mean over kodak24 (never trained on); every method "
+        "develops the same synthetic DNG. How the captures are made and how LibRaw is made comparable: "
+        "benchmarks/README.md. Per-image values: the markdown and JSON files named below.",
+    ]
+    titles = {"bayer": "Bayer (RGGB)", "quad": "Quad-Bayer (4x4 quad-RGGB)"}
+    for cfa, report in reports.items():
+        lines += ["", f"**{titles[cfa]}**", ""]
+        if report is None:
+            lines.append(f"Not run yet: `python benchmarks/quality.py{' --cfa quad' if cfa == 'quad' else ''}`.")
+            continue
+        lines += [f"Command: `{report['command']}` (per image: `{markdown_names[cfa]}`)", ""]
+        lines += [f"- {line}" for line in conditions(report)]
+        lines += ["", *summary_table(report), ""]
+        lines += [f"- {line}" for line in margins(report)]
+    return "\n".join(lines) + "\n"
 
 
 def write_text(path: Path, text: str) -> None:
@@ -399,8 +569,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--border", type=int, default=BORDER, help="pixels cropped from each side before scoring")
     p.add_argument("--device", default="cpu", help="onnxruntime device for the models (auto, cpu, cuda)")
     p.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0 = default)")
-    p.add_argument("--out", type=Path, default=RESULTS / "quality.json")
-    p.add_argument("--markdown", type=Path, default=RESULTS / "quality.md")
+    p.add_argument("--cfa", choices=tuple(CFAS), default="bayer",
+                   help="captures through an RGGB Bayer CFA, or a Quad-Bayer one (rows [bin] and [remosaic])")
+    p.add_argument("--out", type=Path, default=None,
+                   help="JSON results (default: benchmarks/results/quality.json, quality_quad.json for --cfa quad)")
+    p.add_argument("--markdown", type=Path, default=None,
+                   help="markdown tables (default: benchmarks/results/quality.md, quality_quad.md for --cfa quad)")
+    p.add_argument("--results-md", type=Path, default=None, metavar="PATH",
+                   help=f"also rewrite the quality section of PATH (e.g. {RESULTS_MD.name} beside this script) "
+                        "with this run's table and the other CFA's from its JSON beside --out")
     p.add_argument("--keep-dngs", type=Path, default=None, metavar="FOLDER",
                    help="keep the synthetic DNG files in FOLDER (default: a temporary folder)")
     p.add_argument("--quiet", action="store_true")
@@ -411,6 +588,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--crop must be at least 32 pixels (LibRaw refuses tiny images)")
     if args.border < 0:
         p.error("--border must be >= 0")
+    suffix = "_quad" if args.cfa == "quad" else ""
+    args.out = args.out or RESULTS / f"quality{suffix}.json"
+    args.markdown = args.markdown or RESULTS / f"quality{suffix}.md"
     return args
 
 
@@ -444,15 +624,18 @@ def main(argv: list[str] | None = None) -> int:
             say(f"note: no --model given: the shipped default model {DEFAULT_MODEL}")
         else:
             say("note: no --model given and no shipped default model: classical baselines only")
+    quads: tuple[str | None, ...] = QUAD_MODES if args.cfa == "quad" else (None,)
     try:
-        methods = rawdev_methods(models, args.device, args.threads)
+        learned = rawdev_methods(models, args.device, args.threads, quads)
     except Exception as exc:  # ContractError, DeviceUnavailable, onnxruntime errors
         print(f"error: cannot load model: {exc}", file=sys.stderr)
         return 2
-    for m in methods:
+    for m in learned:
         say(f"{m.name}: {m.info['path']} on {', '.join(m.info['providers'])}")
-    methods += [colour_demosaicing_method(b) if not b.startswith("libraw") else libraw_method(b)
-                for b in BASELINES if b in args.baselines]
+    # Row order: per Quad-Bayer mode (one pass for Bayer), the models, then the baselines.
+    methods = [m for quad in quads
+               for m in [*(r for r in learned if r.quad == quad),
+                         *(baseline_method(b, quad) for b in BASELINES if b in args.baselines)]]
     if not methods:
         print("error: nothing to run (no --model and no baselines)", file=sys.stderr)
         return 2
@@ -468,29 +651,33 @@ def main(argv: list[str] | None = None) -> int:
         dng_dir.mkdir(parents=True, exist_ok=True)
         warm = False
         for path in paths:
-            reference = load_photograph(path, args.crop)
+            reference = load_photograph(path, args.crop, period=4 if args.cfa == "quad" else 2)
+            # The reference of each output resolution (scale 2: binned Quad-Bayer).
+            references = {s: reference if s == 1 else binned_reference(reference) for s in {m.scale for m in methods}}
             seed = image_seed(path.stem, args.seed)
             entry = {"name": path.stem, "file": path.name, "seed": seed,
                      "height": reference.shape[0], "width": reference.shape[1]}
             for level in levels:
                 dng = dng_dir / f"{path.stem}_{level}.dng"
-                cap = write_capture(reference, seed, level, dng)
+                cap = write_capture(reference, seed, level, dng, CFAS[args.cfa])
                 entry.setdefault("wb_gains", [round(float(g), 5) for g in cap.wb_gains])
                 entry.setdefault("xyz_to_cam", np.round(cap.xyz_to_cam, 5).tolist())
+                inputs = {m.name: m.prepare(dng, dng_dir) if m.prepare else dng for m in methods}  # untimed
                 if not warm:  # first call of each method untimed (session warm-up, imports)
                     for m in methods:
-                        m.run(dng)
+                        m.run(inputs[m.name])
                     warm = True
                 scores = []
                 for m in methods:
                     t0 = time.perf_counter()
-                    out = m.run(dng)
+                    out = m.run(inputs[m.name])
                     seconds = time.perf_counter() - t0
-                    p_db, s_val = score(out, reference, args.border)
+                    ref = references[m.scale]
+                    p_db, s_val = score(out, ref, args.border)
                     rows.append({"image": path.stem, "level": level, "method": m.name,
                                  "psnr": round(p_db, 4), "ssim": round(s_val, 5),
                                  "seconds": round(seconds, 5),
-                                 "megapixels": reference.shape[0] * reference.shape[1] / 1e6})
+                                 "megapixels": ref.shape[0] * ref.shape[1] / 1e6})
                     scores.append(f"{m.name} {p_db:.2f}/{s_val:.3f}")
                 say(f"{path.stem} {level}: " + ", ".join(scores))
             images.append(entry)
@@ -511,15 +698,18 @@ def main(argv: list[str] | None = None) -> int:
             "noise": {lv: noise_of(lv) for lv in levels},
             "bits": BITS,
             "black_fraction": BLACK_FRACTION,
-            "cfa": "RGGB",
+            "cfa": CFAS[args.cfa],
             "inverse_tone": False,
             "brightness": 1.0,
             "seed": args.seed,
             "border": args.border,
             "develop": {"look": "neutral", "exposure": "0", "wb": "camera", "path": "in-process"},
             "metrics": "rawdev.metrics.psnr / ssim on float sRGB in [0, 1], mean over images",
+            "references": {"1": "the photograph",
+                           "2": "the photograph averaged over 2x2 blocks in linear light, re-encoded to sRGB"},
         },
-        "methods": {m.name: {"kind": m.kind, "description": m.description, **m.info} for m in methods},
+        "methods": {m.name: {"kind": m.kind, "description": m.description, **m.info,
+                             "quad": m.quad, "scale": m.scale} for m in methods},
         "method_order": order,
         "summary": summarize(rows, order, levels),
         "images": images,
@@ -532,7 +722,23 @@ def main(argv: list[str] | None = None) -> int:
         table = text.split("\n\n| method")[1].split("\n\n")[0]
         say("\n| method" + table)
     say(f"wrote {args.out} and {args.markdown}")
+    if args.results_md:
+        write_results_section(args.results_md, args.cfa, report, json_paths(args.out, args.cfa))
+        say(f"rewrote the {RESULTS_KEY} section of {args.results_md}")
     return 0
+
+
+def write_results_section(results_md: Path, cfa: str, report: dict, paths: dict[str, Path | None]) -> None:
+    """Rewrite the quality section of ``results_md`` with this run's report and the other CFA's
+    from its JSON (when there is one)."""
+    reports: dict[str, dict | None] = {}
+    for kind, path in paths.items():
+        if kind == cfa:
+            reports[kind] = report
+        else:
+            reports[kind] = json.loads(path.read_text()) if path is not None and path.is_file() else None
+    names = {kind: f"results/{path.with_suffix('.md').name}" if path else "?" for kind, path in paths.items()}
+    update_results_md(results_md, RESULTS_KEY, results_section(reports, names))
 
 
 if __name__ == "__main__":

@@ -228,3 +228,73 @@ def test_pauser_stops_and_always_resumes(tmp_path):
         os.kill(child.pid, signal.SIGCONT)
         child.kill()
         child.wait()
+
+
+# --------------------------------------------------------------------------- quality.py --cfa quad
+
+
+def _textured_images(folder: Path, size: int = 64) -> Path:
+    """Two size x size photographs with smooth gradients, stripes and edges (PNG)."""
+    import imagecodecs
+
+    folder.mkdir()
+    y, x = np.mgrid[0:size, 0:size] / (size - 1)
+    for i in range(2):
+        rgb = np.stack([0.2 + 0.6 * x, 0.25 + 0.5 * y, 0.5 + 0.3 * np.sin(9 * x + 4 * y + i)], -1)
+        rgb[size // 3 : size // 2, :, i] *= 0.4
+        imagecodecs.imwrite(str(folder / f"img{i}.png"), np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    return folder
+
+
+def test_quality_quad_rows_and_results_section(tmp_path, model):
+    pytest.importorskip("colour_demosaicing")
+    quality = importlib.import_module("benchmarks.quality")
+    images = _textured_images(tmp_path / "images")
+    results_md = tmp_path / "R.md"
+    common = ["--model", str(model), "--images", str(images), "--levels", "low", "medium",
+              "--results-md", str(results_md), "--quiet"]
+    quad_json = tmp_path / "q_quad.json"
+    quad_md = tmp_path / "q_quad.md"
+    assert quality.main([*common, "--cfa", "quad", "--out", str(quad_json), "--markdown", str(quad_md)]) == 0
+    report = json.loads(quad_json.read_text())
+    learned = "rawdev bilinear (0 steps)"
+    assert report["settings"]["cfa"] == "quad-RGGB"
+    assert report["method_order"] == [f"{m} [{q}]" for q in quality.QUAD_MODES for m in (learned, *quality.BASELINES)]
+    assert len(report["per_image"]) == 2 * 2 * 14
+    assert {report["methods"][m]["scale"] for m in report["method_order"] if "[bin]" in m} == {2}
+    assert {report["methods"][m]["scale"] for m in report["method_order"] if "[remosaic]" in m} == {1}
+    summary = report["summary"]
+    for q in quality.QUAD_MODES:
+        for level in ("low", "medium"):
+            # Both are bilinear demosaicking of the same binned / remosaicked, normalized mosaic.
+            ours, theirs = summary[f"{learned} [{q}]"]["levels"][level], summary[f"bilinear [{q}]"]["levels"][level]
+            assert abs(ours["psnr"] - theirs["psnr"]) < 0.5, (q, level, ours, theirs)
+            assert 15 < ours["psnr"] < 60
+    section = _section(results_md, "quality")
+    assert "## Quality: kodak24 against classical demosaicking (benchmarks/quality.py)" in section
+    assert "Not run yet: `python benchmarks/quality.py`" in section and f"| {learned} [bin] |" in section
+    # The Bayer run beside it fills in the other table and keeps the Quad-Bayer one.
+    assert quality.main([*common, "--baselines", "bilinear", "--out", str(tmp_path / "q.json"),
+                         "--markdown", str(tmp_path / "q.md")]) == 0
+    section = _section(results_md, "quality")
+    assert "Not run yet" not in section
+    assert f"| {learned} |" in section and f"| {learned} [remosaic] |" in section
+    assert section.index("**Bayer (RGGB)**") < section.index("**Quad-Bayer (4x4 quad-RGGB)**")
+
+
+def test_quality_binned_rows_are_scored_against_the_binned_scene(tmp_path):
+    """A noise-free Quad-Bayer capture, binned, is the Bayer capture of the photograph averaged over
+    2x2 blocks in linear light: a classical row scores the same on both against that reference."""
+    pytest.importorskip("colour_demosaicing")
+    quality = importlib.import_module("benchmarks.quality")
+    photo = quality.load_photograph(_textured_images(tmp_path / "images") / "img1.png", None, period=4)
+    binned = quality.binned_reference(photo)
+    assert binned.shape == (32, 32, 3)
+    quality.write_capture(photo, 7, "none", tmp_path / "quad.dng", "quad-RGGB")
+    quality.write_capture(binned, 7, "none", tmp_path / "bayer.dng", "RGGB")
+    for name in ("menon2007", "libraw-ahd"):
+        row = quality.baseline_method(name, "bin")
+        quad_input = row.prepare(tmp_path / "quad.dng", tmp_path) if row.prepare else tmp_path / "quad.dng"
+        on_quad = quality.score(row.run(quad_input), binned, 4)[0]
+        on_bayer = quality.score(quality.baseline_method(name).run(tmp_path / "bayer.dng"), binned, 4)[0]
+        assert on_quad > 25 and abs(on_quad - on_bayer) < 0.1, (name, on_quad, on_bayer)
