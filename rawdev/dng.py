@@ -317,6 +317,73 @@ def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
     return None
 
 
+def dng_data_problem(path) -> str | None:
+    """Why a DNG's CFA image cannot hold the pixels its size tags promise, or None.
+
+    LibRaw trusts ImageWidth/ImageLength and fills what the data do not cover with zeros, so a
+    damaged size tag becomes a huge, mostly black mosaic. The raw IFD must have one strip or tile
+    per segment of the image and, uncompressed, enough bytes for every pixel. Files that are not
+    DNGs, or that tifffile cannot parse, are left to LibRaw (None).
+    """
+    import logging
+
+    import tifffile
+
+    log = logging.getLogger("tifffile")
+    level, log.level = log.level, logging.CRITICAL  # its warnings on bad counts: we say it in one line
+    try:
+        with tifffile.TiffFile(Path(path)) as tif:
+            if DNG_VERSION not in tif.pages[0].tags:
+                return None
+            for page in _all_pages(tif):
+                tags = page.tags
+                sub, photometric = tags.get(NEW_SUBFILE_TYPE), tags.get(262)
+                if (sub is not None and int(sub.value) != 0) or photometric is None:
+                    continue
+                if int(photometric.value) == PHOTOMETRIC_CFA:
+                    return _segment_problem(tags, Path(path).stat().st_size)
+    except Exception:  # not TIFF-based, or damaged beyond tifffile: LibRaw decides
+        return None
+    finally:
+        log.level = level
+    return None
+
+
+def _segment_problem(tags, file_size: int) -> str | None:
+    def values(code: int) -> list[int]:
+        tag = tags.get(code)
+        return [int(v) for v in np.ravel(tag.value)] if tag is not None else []
+
+    width, height = (values(256) or [0])[0], (values(257) or [0])[0]
+    size = f"its size tags say {width} x {height} pixels"
+    if width < 1 or height < 1:
+        return f"damaged RAW data: the image has no size ({size})"
+    if 322 in tags and 323 in tags:  # TileWidth, TileLength
+        tile_w, tile_h = values(322)[0], values(323)[0]
+        if tile_w < 1 or tile_h < 1:
+            return f"damaged RAW data: the image's tiles have no size ({tile_w} x {tile_h})"
+        segments = -(-width // tile_w) * -(-height // tile_h)
+        offsets, counts, unit = values(324), values(325), f"{tile_w} x {tile_h} tiles"
+        needed_bytes = segments * tile_w * tile_h
+    else:
+        rows = (values(278) or [height])[0] or height
+        segments = -(-height // rows)
+        offsets, counts, unit = values(273), values(279), f"strips of {rows} rows"
+        needed_bytes = width * height
+    if len(offsets) != segments or len(counts) != segments:
+        return (f"damaged RAW data: {size}, which takes {segments} {unit}, but the file has "
+                f"{len(offsets)}; copy the file again from the card")
+    if any(o + c > file_size for o, c in zip(offsets, counts)):
+        return ("damaged or truncated RAW data (the image data run past the end of the file); "
+                "copy the file again from the card")
+    if (values(259) or [1])[0] == 1:  # uncompressed: every pixel's bits must be there
+        bits = (values(258) or [16])[0] * (values(277) or [1])[0]
+        if sum(counts) * 8 < needed_bytes * bits:
+            return (f"damaged RAW data: {size} but the file holds only {sum(counts)} bytes of "
+                    "uncompressed pixels; copy the file again from the card")
+    return None
+
+
 def _all_pages(tif):
     """Every IFD of the file, each followed by its SubIFDs (recursively)."""
 

@@ -97,6 +97,11 @@ def read_libraw(
 ) -> Mosaic:
     import rawpy
 
+    from rawdev.dng import dng_data_problem
+
+    problem = dng_data_problem(path)  # before LibRaw allocates what a damaged size tag claims
+    if problem is not None:
+        raise RawReadError(problem)
     try:
         with rawpy.imread(str(path)) as raw:
             mosaic = _mosaic_from_libraw(path, raw, cfa_override)

@@ -15,7 +15,7 @@ from conftest import WB, XYZ_TO_CAM, random_mosaic, write_test_dng  # noqa: E402
 
 from rawdev.cfa import CFA, parse_cfa  # noqa: E402
 from rawdev.color import cam_to_srgb_matrix  # noqa: E402
-from rawdev.dng import write_dng  # noqa: E402
+from rawdev.dng import _all_pages, write_dng  # noqa: E402
 from rawdev.raw import MAI_WHITE, RawReadError, read_mosaic  # noqa: E402
 
 X_TRANS = ((1, 1, 0, 1, 1, 2), (1, 1, 2, 1, 1, 0), (2, 0, 1, 0, 2, 1),
@@ -177,7 +177,7 @@ def test_real_bayer_sample_reads(raw_samples):
     "name,expected",
     [
         ("corrupt/text_renamed.dng", r"^not a RAW file: LibRaw cannot read it"),
-        ("corrupt/truncated_bmpcc4k.dng", r"^damaged or truncated RAW data .*copy the file again"),
+        ("corrupt/truncated_bmpcc4k.dng", r"^damaged or truncated RAW data \(the image data run past.*copy the file"),
         ("corrupt/exiv2_Canon-R6-pruned.CR3", r"^damaged or truncated RAW data"),
         ("photoprism_canon_eos_6d.dng", r"^linear DNG: the image is already demosaiced"),
         ("imageio_Nikon_uncompressed.nef", r"^3-colour pixels, not a colour filter mosaic \(an RGB scan"),
@@ -190,3 +190,40 @@ def test_real_bad_samples_fail_with_one_clear_line(raw_samples, name, expected):
     message = str(info.value)
     assert "\n" not in message and len(message) < 250
     assert "Traceback" not in message
+
+
+def inflate_raw_ifd(source: Path, target: Path, tag: int, factor: int) -> None:
+    """Copy ``source`` with one size tag of its CFA IFD multiplied (what a damaged file can say)."""
+    import tifffile
+
+    data = bytearray(source.read_bytes())
+    with tifffile.TiffFile(source) as tif:
+        page = next(p for p in _all_pages(tif) if p.tags.get(262) and int(p.tags[262].value) == 32803)
+        entry = page.tags[tag]
+        fmt = "<H" if entry.dtype == 3 else "<I"
+        (old,) = struct.unpack_from(fmt, data, entry.valueoffset)
+        struct.pack_into(fmt, data, entry.valueoffset, old * factor)
+    target.write_bytes(data)
+
+
+@pytest.mark.parametrize("tag,factor", [(256, 2), (257, 3), (257, 1000)], ids=["width x2", "length x3", "length x1000"])
+def test_size_tags_larger_than_the_data_are_refused_before_decoding(tmp_path, tag, factor):
+    good = write_test_dng(tmp_path / "good.dng", random_mosaic(48, 64), "RGGB")
+    bad = tmp_path / "bad.dng"
+    inflate_raw_ifd(good, bad, tag, factor)
+    before = sha(bad)
+    with pytest.raises(RawReadError, match=r"^damaged RAW data: its size tags say .*copy the file again") as info:
+        read_mosaic(bad)
+    assert "\n" not in str(info.value)
+    assert sha(bad) == before
+    assert read_mosaic(good).data.shape == (48, 64)
+
+
+def test_inflated_width_of_a_real_tiled_dng_is_refused(raw_samples, tmp_path):
+    # LibRaw itself reads this one: an 8256-wide mosaic whose right half is zeros.
+    bad = tmp_path / "wide.dng"
+    inflate_raw_ifd(raw_samples / "imageio_Blackmagic.dng", bad, 256, 2)
+    with rawpy.imread(str(bad)) as raw:
+        assert raw.raw_image_visible.shape == (2176, 8256)
+    with pytest.raises(RawReadError, match=r"takes 8 1032 x 2176 tiles, but the file has 4"):
+        read_mosaic(bad)
