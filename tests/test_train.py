@@ -13,6 +13,7 @@ from rawdev.cli import app  # noqa: E402
 from rawdev.dng import write_dng  # noqa: E402
 from rawdev.metrics import ssim  # noqa: E402
 from rawdev.model import read_contract  # noqa: E402
+from rawdev.output import read_image  # noqa: E402
 from rawdev.train.loop import charbonnier, learning_rate, ssim_tf  # noqa: E402
 from rawdev.train.network import build_csanet  # noqa: E402
 from rawdev.train.synth import RGGB, Unprocessor, network_input, read_level  # noqa: E402
@@ -114,6 +115,8 @@ def test_train_from_scratch_resume_convert_and_develop(tmp_path):
     log = (run / "log.csv").read_text().strip().splitlines()
     assert log[0].startswith("step,samples") and [row.split(",")[0] for row in log[1:]] == ["2", "4"]
     assert log[-1].split(",")[6] != ""  # validation PSNR was measured
+    curves = read_image(run / "curves.png")  # redrawn with every log row
+    assert curves.shape[1] > 1000 and curves.std() > 0
 
     onnx_path = tmp_path / "m.onnx"
     conv = runner.invoke(app, ["convert-weights", str(run), "-o", str(onnx_path)])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rawdev.convert import convert_checkpoint, find_checkpoint
 from rawdev.model import WEIGHTS_DIR, file_sha256
+from rawdev.train.plot import plot_curves
 
 HERE = Path(__file__).parent
 
@@ -31,6 +32,8 @@ def publish(run_dir: Path, name: str, card: str) -> dict:
     for extra in ("config.json", "log.csv"):
         if (run_dir / extra).exists():
             shutil.copy2(run_dir / extra, keep / extra)
+    if (keep / "log.csv").exists():
+        plot_curves(keep / "log.csv", keep / "curves.png", title=f"{name}: training curves")
     index_path = WEIGHTS_DIR / "registry.json"
     entries = json.loads(index_path.read_text()) if index_path.exists() else []
     entries = [e for e in entries if e["name"] != name]

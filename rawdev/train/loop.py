@@ -282,6 +282,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
                     row.update({k: round(v, 4) for k, v in evaluate(model, val_items, config.output_space).items()})
                 writer.writerow(row)
                 log_file.flush()
+                _plot(log_path, log)
                 log(" ".join(f"{k}={v}" for k, v in row.items()))
                 window_loss, window_start, window_samples = [], time.monotonic(), 0
             if out_of_time:
@@ -290,6 +291,16 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
         prefetch.close()
         log_file.close()
     return run
+
+
+def _plot(log_path: Path, log) -> None:
+    """Redraw curves.png beside the log; training goes on without matplotlib."""
+    try:
+        from rawdev.train.plot import plot_curves
+
+        plot_curves(log_path, log_path.with_name("curves.png"))
+    except ImportError:
+        log("curves.png not drawn: matplotlib is missing (pip install 'rawdev[train]')")
 
 
 def _last_wall(log_path: Path) -> float:
