@@ -470,10 +470,13 @@ def conditions(report: dict) -> list[str]:
         lines.append("[bin] rows (half-resolution output) are scored against the photograph averaged over each "
                      "2x2 block in linear light and re-encoded to sRGB (the binned mosaic is exactly the Bayer "
                      f"mosaic of that image before noise); [remosaic] rows against the photograph; the "
-                     f"{s['border']} px border is counted in output pixels")
+                     f"{s['border']} px border is counted in output pixels. The noise per photosite is that of "
+                     "the Bayer captures, so binning (the mean of 4 photosites) halves its standard deviation")
     lines.append("time: seconds per image per method, DNG file to 16-bit sRGB in memory (reading included, "
                  "scoring excluded), mean over all images and levels; the training job was not paused, so "
-                 "times are indicative only")
+                 "times are indicative only"
+                 + ("; binning / remosaicking is included except for the LibRaw rows, which read the "
+                    "pipeline's mosaic rewritten as a Bayer DNG beforehand" if quad else ""))
     code = report["code"]
     lines.append(f"run {report['finished']}, commit {str(code['commit'] or '?')[:12]}"
                  + (" (working tree modified)" if code["dirty"] else ""))
@@ -483,7 +486,8 @@ def conditions(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     levels, methods = report["settings"]["levels"], report["method_order"]
     lines = [
-        f"# Quality benchmark: unprocessed kodak24 ({capture_words(report['settings'])}), developed by each method",
+        f"# Quality benchmark: kodak24 unprocessed to {capture_words(report['settings'])} DNGs, "
+        "developed by each method",
         "",
         f"`{report['command']}`",
         "",
@@ -523,7 +527,9 @@ def results_section(reports: dict[str, dict | None], markdown_names: dict[str, s
         "sRGB PSNR (dB) / SSIM of a neutral development (`--look neutral --exposure 0`, camera white "
         "balance) against the original photographs, mean over kodak24 (never trained on); every method "
         "develops the same synthetic DNG. How the captures are made and how LibRaw is made comparable: "
-        "benchmarks/README.md. Per-image values: the markdown and JSON files named below.",
+        "benchmarks/README.md. Per-image values: the markdown and JSON files named below. Either command "
+        "with `--results-md benchmarks/RESULTS.md` rewrites this section (with the other table taken from "
+        "its JSON); `--from-json` rewrites the markdown and this section from the JSON files without running anything.",
     ]
     titles = {"bayer": "Bayer (RGGB)", "quad": "Quad-Bayer (4x4 quad-RGGB)"}
     for cfa, report in reports.items():
@@ -578,6 +584,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results-md", type=Path, default=None, metavar="PATH",
                    help=f"also rewrite the quality section of PATH (e.g. {RESULTS_MD.name} beside this script) "
                         "with this run's table and the other CFA's from its JSON beside --out")
+    p.add_argument("--from-json", action="store_true",
+                   help="run nothing: rewrite --markdown (and the --results-md section) from the JSON at --out")
     p.add_argument("--keep-dngs", type=Path, default=None, metavar="FOLDER",
                    help="keep the synthetic DNG files in FOLDER (default: a temporary folder)")
     p.add_argument("--quiet", action="store_true")
@@ -597,6 +605,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    if args.from_json:
+        if not args.out.is_file():
+            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+            return 2
+        return write_outputs(args, json.loads(args.out.read_text()), say, write_json=False)
 
     images_dir: Path = args.images
     if not images_dir.is_dir():
@@ -715,13 +728,20 @@ def main(argv: list[str] | None = None) -> int:
         "images": images,
         "per_image": rows,
     }
-    write_text(args.out, json.dumps(report, indent=1) + "\n")
+    return write_outputs(args, report, say)
+
+
+def write_outputs(args: argparse.Namespace, report: dict, say, write_json: bool = True) -> int:
+    """The JSON (unless it is where the report came from), the markdown and the RESULTS.md section."""
+    written = [args.out, args.markdown] if write_json else [args.markdown]
+    if write_json:
+        write_text(args.out, json.dumps(report, indent=1) + "\n")
     text = markdown(report)
     write_text(args.markdown, text)
     if not args.quiet:
         table = text.split("\n\n| method")[1].split("\n\n")[0]
         say("\n| method" + table)
-    say(f"wrote {args.out} and {args.markdown}")
+    say(f"wrote {' and '.join(map(str, written))}")
     if args.results_md:
         write_results_section(args.results_md, args.cfa, report, json_paths(args.out, args.cfa))
         say(f"rewrote the {RESULTS_KEY} section of {args.results_md}")

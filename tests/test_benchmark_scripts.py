@@ -280,6 +280,12 @@ def test_quality_quad_rows_and_results_section(tmp_path, model):
     assert "Not run yet" not in section
     assert f"| {learned} |" in section and f"| {learned} [remosaic] |" in section
     assert section.index("**Bayer (RGGB)**") < section.index("**Quad-Bayer (4x4 quad-RGGB)**")
+    # --from-json runs nothing and writes the same markdown and section again.
+    before = quad_md.read_text()
+    quad_md.unlink()
+    assert quality.main(["--cfa", "quad", "--from-json", "--out", str(quad_json), "--markdown", str(quad_md),
+                         "--results-md", str(results_md), "--quiet"]) == 0
+    assert quad_md.read_text() == before and _section(results_md, "quality") == section
 
 
 def test_quality_binned_rows_are_scored_against_the_binned_scene(tmp_path):
