@@ -53,6 +53,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
 
@@ -422,26 +423,28 @@ def _worker_main(conn, parent_pid: int, death_signal: bool = True) -> None:
 
     from rawdev.raw import read_mosaic
 
+    libraw_says = _capture_stderr()
     conn.send(("ready", os.getpid()))
     while True:
         try:
             request = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if request is None or not _serve(conn, request, read_mosaic):
+        if request is None or not _serve(conn, request, read_mosaic, libraw_says):
             return
         _return_freed_memory()  # the mosaic now lives in the parent: do not sit on its pages
 
 
-def _serve(conn, request, read_mosaic) -> bool:
+def _serve(conn, request, read_mosaic, libraw_says: Callable[[str], str]) -> bool:
     """Decode one file and answer the parent; False when the parent is gone."""
     _, path, cfa_override, black, white, name, fault = request
     fault = _fault_for(fault, path)
     _inject_fault(fault)
+    libraw_says("")
     try:
         mosaic = read_mosaic(Path(path), cfa_override, black, white)
     except RawReadError as exc:
-        _send(conn, ("raw-error", str(exc)))
+        _send(conn, ("raw-error", exc.with_libraw_message(libraw_says(path))))
         return True
     except MemoryError:
         _send(conn, ("raw-error", "out of memory while decoding"))
@@ -456,6 +459,27 @@ def _serve(conn, request, read_mosaic) -> bool:
     except Exception as exc:  # noqa: BLE001
         _send(conn, ("error", type(exc).__name__, str(exc)))
     return True
+
+
+def _capture_stderr() -> Callable[[str], str]:
+    """Send the child's file descriptor 2 (where LibRaw prints "FILE: data corrupted at ...") to
+    a private file, so that the batch shows one line per file. Returns ``says(path)``: what was
+    printed since the last call, on one line, the path prefix left out."""
+    import tempfile
+
+    sink = tempfile.TemporaryFile()
+    os.dup2(sink.fileno(), 2)
+
+    def says(path: str) -> str:
+        os.lseek(2, 0, os.SEEK_SET)
+        text = sink.read().decode(errors="replace") if path else ""
+        sink.seek(0)
+        os.ftruncate(2, 0)
+        os.lseek(2, 0, os.SEEK_SET)
+        lines = [line.removeprefix(f"{path}: ").strip() for line in text.splitlines() if line.strip()]
+        return "; ".join(dict.fromkeys(lines))[:200]
+
+    return says
 
 
 def _return_freed_memory() -> None:

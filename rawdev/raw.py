@@ -37,7 +37,23 @@ def is_mosaic_png(path: Path) -> bool:
 
 
 class RawReadError(Exception):
-    """A file rawdev cannot develop; the message says what is wrong and what to do."""
+    """A file rawdev cannot develop; the message says what is wrong and what to do.
+
+    ``libraw`` is the part of the message that quotes LibRaw's exception, for a caller that
+    knows more of what LibRaw said (the decoder worker reads its printed messages)."""
+
+    def __init__(self, message: str, libraw: str | None = None):
+        super().__init__(message)
+        self.libraw = libraw
+
+    def with_libraw_message(self, said: str) -> str:
+        """The message with LibRaw's exception replaced by what LibRaw printed."""
+        text = str(self)
+        if not said:
+            return text
+        if self.libraw and self.libraw in text:
+            return text.replace(self.libraw, f"LibRaw: {said}")
+        return f"{text} (LibRaw: {said})"
 
 
 @dataclass
@@ -87,9 +103,10 @@ def _libraw_error(path: Path, exc: Exception) -> RawReadError:
     detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
     if name == "LibRawFileUnsupportedError":
         return RawReadError(f"not a RAW format LibRaw knows ({detail}); check the file type")
+    quoted = f"{name}: {detail}"
     if not any(head.startswith(m) for m in RAW_MAGIC) and b"ftypcrx" not in head:
-        return RawReadError(f"not a RAW file: LibRaw cannot read it ({name}: {detail})")
-    return RawReadError(f"damaged or truncated RAW data ({name}: {detail}); copy the file again from the card")
+        return RawReadError(f"not a RAW file: LibRaw cannot read it ({quoted})", quoted)
+    return RawReadError(f"damaged or truncated RAW data ({quoted}); copy the file again from the card", quoted)
 
 
 def read_libraw(
@@ -125,10 +142,12 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
     if raw.num_colors == 1:
         raise RawReadError("monochrome sensor: there is no colour filter array to develop")
     cfa = cfa_override or _file_cfa(path, raw)
+    black = _black_sites(path, raw, cfa)
+    _check_not_zero_filled(data, float(black.min()))
     return Mosaic(
         data=data,
         cfa=cfa,
-        black=_black_sites(path, raw, cfa),
+        black=black,
         white=float(raw.white_level),
         wb_camera=_wb(raw.camera_whitebalance),
         wb_daylight=_wb(raw.daylight_whitebalance),
@@ -136,6 +155,21 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
         info=_capture_info(path, raw),
         source=path,
     )
+
+
+ZERO_FILLED_FRACTION = 0.01  # real sensors: dead pixels, well under 0.1 %
+ZERO_FILL_MIN_BLACK = 32  # below this, zeros can be real shadows
+
+
+def _check_not_zero_filled(data: np.ndarray, black: float) -> None:
+    """Refuse a mosaic with many samples at exactly 0 far below a black level: where LibRaw cannot
+    decode damaged compressed data it may leave zeros and say nothing."""
+    if black < ZERO_FILL_MIN_BLACK or data.size == 0:
+        return
+    zeros = np.count_nonzero(data == 0) / data.size
+    if zeros > ZERO_FILLED_FRACTION:
+        raise RawReadError(f"damaged RAW data: {100 * zeros:.1f} % of the pixels are 0, far below the black level "
+                           f"{black:g} (parts the decoder could not read); copy the file again from the card")
 
 
 def _black_sites(path: Path, raw, cfa: cfa_mod.CFA) -> np.ndarray:

@@ -184,3 +184,29 @@ def test_crash_reasons_are_one_clear_line():
 def test_decode_timeout_must_be_positive(tmp_path, bilinear_model):
     result = develop(tmp_path, "--decode-timeout", "0", model=bilinear_model)
     assert result.exit_code == 2 and "--decode-timeout" in result.output
+
+
+def test_what_libraw_prints_becomes_part_of_the_files_one_line(raw_samples, tmp_path, bilinear_model):
+    """LibRaw prints "FILE: data corrupted at N" to the process's stderr; from the worker it goes
+    into that file's failure line instead of between the batch's lines."""
+    import random
+    import subprocess
+    import sys
+
+    data = bytearray((raw_samples / "imageio_Blackmagic.dng").read_bytes())
+    rng = random.Random(1)  # 20 bit flips in the lossless-JPEG data that LibRaw reports
+    for _ in range(20):
+        data[rng.randrange(len(data) // 2, len(data))] ^= 1 << rng.randrange(8)
+    bad = tmp_path / "flipped.dng"
+    bad.write_bytes(bytes(data))
+    good = write_test_dng(tmp_path / "good.dng", random_mosaic(32, 48), "RGGB")
+    command = [sys.executable, "-m", "rawdev.cli", "develop", str(bad), str(good), "-o", str(tmp_path / "out"),
+               "--model", str(bilinear_model)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output
+    about = [ln for ln in output.splitlines() if "flipped.dng" in ln and not ln.startswith("failed:")]
+    assert len(about) == 1 and about[0].startswith("failed  "), output
+    assert "(LibRaw: data corrupted at " in about[0]
+    assert output.count("data corrupted") == 1, output  # not printed again on its own line
+    assert (tmp_path / "out" / "good.tif").exists()

@@ -227,3 +227,21 @@ def test_inflated_width_of_a_real_tiled_dng_is_refused(raw_samples, tmp_path):
         assert raw.raw_image_visible.shape == (2176, 8256)
     with pytest.raises(RawReadError, match=r"takes 8 1032 x 2176 tiles, but the file has 4"):
         read_mosaic(bad)
+
+
+def test_zeros_far_below_the_black_level_are_damage(tmp_path):
+    # What LibRaw leaves, without an error, where it cannot decode a damaged lossless-JPEG stream.
+    raw = random_mosaic(48, 64, low=300, high=4000)
+    raw[10:20] = 0  # 21 % of the pixels
+    bad = write_test_dng(tmp_path / "holes.dng", raw, "RGGB", black=256)
+    with pytest.raises(RawReadError, match=r"^damaged RAW data: 20.8 % of the pixels are 0, far below the black"):
+        read_mosaic(bad)
+    raw[10:20] = 300
+    raw[0, :5] = 0  # a few dead pixels are normal
+    assert read_mosaic(write_test_dng(tmp_path / "dead.dng", raw, "RGGB", black=256)).data.shape == (48, 64)
+
+
+def test_zeros_are_normal_without_a_black_offset(tmp_path):
+    raw = random_mosaic(48, 64, low=0, high=4000)
+    raw[10:20] = 0  # deep shadows of a camera that subtracts black itself
+    assert read_mosaic(write_test_dng(tmp_path / "dark.dng", raw, "RGGB", black=0)).data.shape == (48, 64)
