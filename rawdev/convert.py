@@ -7,7 +7,10 @@ dilated depthwise convolution into one Conv with dilations instead of a SpaceToB
 the spatial dimensions are then freed again (the graph holds no shape constants that depend on
 them, and the parity check runs at a second size to prove it). Before conversion the network's
 full-resolution tail is folded to half resolution, an exact re-parameterization that saves most of
-the memory traffic of inference (benchmarks/RESULTS.md).
+the memory traffic of inference (benchmarks/RESULTS.md). After conversion, :func:`rewrite_graph`
+replaces what onnxruntime runs slowly by exact equivalents (the stride-2 transposed convolution as a
+sub-pixel convolution, depth-to-space through channels-last transposes, concatenations before 1x1
+convolutions as sums); benchmarks/graph_variants.py measures them against the other graphs.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,7 @@ class ConversionReport:
     ops: dict[str, int]
     contract: ModelContract
     ort_output: Path | None = None
+    rewrites: dict[str, int] = field(default_factory=dict)  # what rewrite_graph changed, per pass
 
 
 @dataclass(frozen=True)
@@ -246,7 +250,7 @@ def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = 
 
     With ``fold`` the full-resolution tail is first re-expressed at half resolution
     (:func:`rawdev.train.network.fold_for_inference`); the parity check always compares against
-    the network as trained."""
+    the network as trained. :func:`rewrite_graph` is not applied here."""
     tf = _tf()
     import tf2onnx
 
@@ -263,6 +267,328 @@ def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = 
     if bad:
         raise ConversionError(f"converted graph still holds {', '.join(sorted(bad))}: the graph cleaning failed")
     return proto
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph rewrites after tf2onnx. Each pass is exact (same arithmetic up to float summation order)
+# and changes the graph in place; each returns how many places it rewrote.
+
+GRAPH_PASSES = ("subpixel", "split_concat", "nhwc_depth_to_space")
+UNARY_ELEMENTWISE = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "Softplus", "Clip"}
+
+
+def rewrite_graph(proto, passes: tuple[str, ...] = GRAPH_PASSES) -> dict[str, int]:
+    """Apply the named passes in the order of :data:`GRAPH_PASSES` (what onnxruntime's CPU
+    provider runs faster, benchmarks/graph_variants.py); returns the rewrites made per pass.
+
+    - ``subpixel``: :func:`convtranspose_to_subpixel`, then :func:`depth_to_space_after_activation`;
+    - ``split_concat``: :func:`split_concat_conv`;
+    - ``nhwc_depth_to_space``: :func:`depth_to_space_nhwc`.
+    """
+    unknown = set(passes) - set(GRAPH_PASSES)
+    if unknown:
+        raise ValueError(f"unknown graph pass(es) {', '.join(sorted(unknown))}; choose from {GRAPH_PASSES}")
+    done: dict[str, int] = {}
+    if "subpixel" in passes:
+        done["subpixel"] = convtranspose_to_subpixel(proto)
+        done["activation_before_depth_to_space"] = depth_to_space_after_activation(proto)
+    if "split_concat" in passes:
+        done["split_concat"] = split_concat_conv(proto)
+    if "nhwc_depth_to_space" in passes:
+        done["nhwc_depth_to_space"] = depth_to_space_nhwc(proto)
+    _Graph(proto).drop_unused_initializers()
+    return done
+
+
+class _Graph:
+    """Small helpers over a GraphProto: attributes, initializers, consumers, fresh names."""
+
+    def __init__(self, proto):
+        self.graph = proto.graph if hasattr(proto, "graph") else proto
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.names = {n for node in self.graph.node for n in (*node.input, *node.output, node.name)}
+        self.names |= set(self.inits) | {v.name for v in (*self.graph.input, *self.graph.output)}
+
+    @staticmethod
+    def attrs(node) -> dict:
+        from onnx import helper
+
+        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+    def array(self, name: str) -> np.ndarray | None:
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(self.inits[name]) if name in self.inits else None
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def const(self, base: str, value) -> str:
+        from onnx import numpy_helper
+
+        name = self.fresh(base)
+        tensor = numpy_helper.from_array(np.asarray(value), name)
+        self.graph.initializer.append(tensor)
+        self.inits[name] = tensor
+        return name
+
+    def node(self, op: str, inputs: list[str], output: str, **attrs):
+        """A new node named after its output."""
+        from onnx import helper
+
+        return helper.make_node(op, inputs, [output], name=self.fresh(f"{output}_{op.lower()}"), **attrs)
+
+    def consumers(self, tensor: str) -> list:
+        """The nodes that read ``tensor``."""
+        return [n for n in self.graph.node if tensor in n.input]
+
+    def index(self, node) -> int:
+        """Position of ``node`` in the graph (nodes are told apart by their outputs)."""
+        return next(i for i, n in enumerate(self.graph.node) if list(n.output) == list(node.output))
+
+    def is_output(self, tensor: str) -> bool:
+        return any(o.name == tensor for o in self.graph.output)
+
+    def replace_nodes(self, replacements: dict[int, list]) -> None:
+        """Put each ``replacements[i]`` list in place of node i (empty list: remove it)."""
+        nodes = []
+        for i, node in enumerate(self.graph.node):
+            nodes.extend(replacements.get(i, [node]))
+        del self.graph.node[:]
+        self.graph.node.extend(nodes)
+
+    def drop_unused_initializers(self) -> None:
+        """Remove initializers no node reads any more (e.g. a replaced ConvTranspose's weights)."""
+        used = {n for node in self.graph.node for n in node.input} | {o.name for o in self.graph.output}
+        keep = [t for t in self.graph.initializer if t.name in used]
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(keep)
+
+    def channels(self, proto) -> dict[str, int]:
+        """Channel count (dimension 1) of every 4-D tensor whose count shape inference knows."""
+        import onnx
+
+        inferred = onnx.shape_inference.infer_shapes(proto)
+        out = {}
+        for vi in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output):
+            shape = vi.type.tensor_type.shape
+            if vi.type.tensor_type.HasField("shape") and len(shape.dim) == 4 and shape.dim[1].HasField("dim_value"):
+                out[vi.name] = shape.dim[1].dim_value
+        return out
+
+
+def subpixel_weights(weight: np.ndarray, bias: np.ndarray | None, stride: int,
+                     pads: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray | None, list[int]] | None:
+    """The sub-pixel form of a 2-D ConvTranspose (group 1, dilation 1) whose output is exactly
+    ``stride`` times its input: a Conv at the input's resolution with ``stride**2 * Cout`` output
+    channels, in depth-to-space (DCR) order, whose DepthToSpace(stride) equals the ConvTranspose.
+
+    ``weight`` is ONNX's (Cin, Cout, kH, kW), ``pads`` (top, left, bottom, right). Output pixel
+    ``s*i + a`` of the ConvTranspose sums input pixel ``p`` through kernel tap
+    ``k = s*(i - p) + a + pad_top``; phase ``a`` of the Conv therefore reads input offsets
+    ``i - d`` for the d with a valid tap, and the taps no phase uses are zeros (on a 3x3 kernel
+    at stride 2: 9 useful taps of 16). Returns (Conv weight, Conv bias, Conv pads), or None when
+    the output is not ``stride`` times the input or a pad would be negative."""
+    cin, cout, kh, kw = weight.shape
+    s = stride
+    spans = []
+    for k, begin, end in ((kh, pads[0], pads[2]), (kw, pads[1], pads[3])):
+        if k - begin - end != s or begin > k - 1:
+            return None
+        d_max = (k - 1 - begin) // s
+        d_min = min(-((a + begin) // s) for a in range(s))
+        spans.append((d_max, d_min, begin, k))
+    (dh_max, dh_min, top, _), (dw_max, dw_min, left, _) = spans
+    conv = np.zeros((s * s * cout, cin, dh_max - dh_min + 1, dw_max - dw_min + 1), weight.dtype)
+    for a in range(s):
+        for b in range(s):
+            rows = slice((a * s + b) * cout, (a * s + b + 1) * cout)
+            for u in range(conv.shape[2]):
+                ky = s * (dh_max - u) + a + top
+                for v in range(conv.shape[3]):
+                    kx = s * (dw_max - v) + b + left
+                    if 0 <= ky < kh and 0 <= kx < kw:
+                        conv[rows, :, u, v] = weight[:, :, ky, kx].T
+    conv_bias = None if bias is None else np.tile(bias, s * s).astype(bias.dtype)
+    return conv, conv_bias, [dh_max, dw_max, -dh_min, -dw_min]
+
+
+def convtranspose_to_subpixel(proto) -> int:
+    """Every 2-D ConvTranspose with constant weights, group 1, dilation 1, equal strides and an
+    output exactly ``stride`` times its input (TensorFlow's ``padding="same"``, or ``"valid"``
+    with kernel <= stride) becomes Conv (:func:`subpixel_weights`) + DepthToSpace(stride), or a
+    plain Conv at stride 1. onnxruntime runs ConvTranspose as a GEMM and a col2im scatter, far
+    below its convolution speed. Others are left as they are."""
+    from onnx import helper
+
+    g = _Graph(proto)
+    replacements = {}
+    for i, node in enumerate(g.graph.node):
+        if node.op_type != "ConvTranspose" or len(node.input) < 2:
+            continue
+        a = g.attrs(node)
+        weight = g.array(node.input[1])
+        bias = g.array(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        strides = list(a.get("strides", [1, 1]))
+        if (weight is None or weight.ndim != 4 or (len(node.input) > 2 and node.input[2] and bias is None)
+                or a.get("group", 1) != 1 or any(d != 1 for d in a.get("dilations", [1, 1]))
+                or "output_shape" in a or a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+                or len(set(strides)) != 1):
+            continue
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        extra = list(a.get("output_padding", [0, 0]))
+        pads = [pads[0], pads[1], pads[2] - extra[0], pads[3] - extra[1]]  # output_padding: less end padding
+        kernel = list(a.get("kernel_shape", weight.shape[2:]))
+        if kernel != list(weight.shape[2:]):
+            continue
+        made = subpixel_weights(weight, bias, strides[0], tuple(pads))
+        if made is None:
+            continue
+        conv_w, conv_b, conv_pads = made
+        stem = node.name or node.output[0]
+        inputs = [node.input[0], g.const(stem + "_subpixel_w", conv_w)]
+        if conv_b is not None:
+            inputs.append(g.const(stem + "_subpixel_b", conv_b))
+        s = strides[0]
+        phases = node.output[0] if s == 1 else g.fresh(node.output[0] + "_phases")
+        new = [helper.make_node("Conv", inputs, [phases], name=g.fresh(stem + "_subpixel"),
+                                kernel_shape=list(conv_w.shape[2:]), pads=conv_pads)]
+        if s > 1:
+            new.append(helper.make_node("DepthToSpace", [phases], [node.output[0]], name=g.fresh(stem + "_d2s"),
+                                        blocksize=s, mode="DCR"))
+        replacements[i] = new
+    g.replace_nodes(replacements)
+    return len(replacements)
+
+
+def depth_to_space_after_activation(proto) -> int:
+    """DepthToSpace followed by an elementwise activation (its only consumer) -> the activation
+    first: they commute, and onnxruntime fuses an activation into the Conv before it."""
+    g = _Graph(proto)
+    moved = 0
+    changed = True
+    while changed:
+        changed = False
+        for d2s in g.graph.node:
+            if d2s.op_type != "DepthToSpace" or g.is_output(d2s.output[0]):
+                continue
+            users = g.consumers(d2s.output[0])
+            if len(users) != 1 or users[0].op_type not in UNARY_ELEMENTWISE or users[0].input[0] != d2s.output[0]:
+                continue
+            act = users[0]
+            before, mid, after = d2s.input[0], d2s.output[0], act.output[0]
+            act.input[0], act.output[0] = before, mid
+            d2s.input[0], d2s.output[0] = mid, after
+            nodes = list(g.graph.node)
+            i, j = nodes.index(d2s), nodes.index(act)
+            nodes[i], nodes[j] = nodes[j], nodes[i]
+            del g.graph.node[:]
+            g.graph.node.extend(nodes)
+            moved += 1
+            changed = True
+            break
+    return moved
+
+
+def split_concat_conv(proto) -> int:
+    """Concat (channel axis) whose only consumer is a 1x1 Conv (group 1, constant weights) ->
+    one 1x1 Conv per concatenated tensor, summed (the bias goes to the first): no copy of the
+    concatenation, and each input enters the Conv's blocked layout on its own."""
+    from onnx import helper
+
+    g = _Graph(proto)
+    channels = g.channels(proto)
+    replacements = {}
+    for i, cat in enumerate(g.graph.node):
+        if cat.op_type != "Concat" or g.attrs(cat).get("axis") not in (1, -3) or g.is_output(cat.output[0]):
+            continue
+        users = g.consumers(cat.output[0])
+        if len(users) != 1 or users[0].op_type != "Conv" or users[0].input[0] != cat.output[0]:
+            continue
+        conv = users[0]
+        a = g.attrs(conv)
+        weight = g.array(conv.input[1])
+        sizes = [channels.get(t) for t in cat.input]
+        if (weight is None or weight.shape[2:] != (1, 1) or a.get("group", 1) != 1 or None in sizes
+                or sum(sizes) != weight.shape[1] or any(v != 1 for v in a.get("strides", [1, 1]))
+                or any(p != 0 for p in a.get("pads", [0, 0, 0, 0]))):
+            continue
+        stem = conv.name or conv.output[0]
+        new, parts, start = [], [], 0
+        for k, (tensor, size) in enumerate(zip(cat.input, sizes, strict=True)):
+            inputs = [tensor, g.const(f"{stem}_part{k}_w", np.ascontiguousarray(weight[:, start:start + size]))]
+            if k == 0 and len(conv.input) > 2 and conv.input[2]:
+                inputs.append(conv.input[2])
+            parts.append(g.fresh(f"{stem}_part{k}"))
+            new.append(helper.make_node("Conv", inputs, [parts[-1]], name=parts[-1], kernel_shape=[1, 1]))
+            start += size
+        total = parts[0]
+        for k, part in enumerate(parts[1:]):
+            last = k == len(parts) - 2
+            out = conv.output[0] if last else g.fresh(f"{stem}_sum{k}")
+            new.append(helper.make_node("Add", [total, part], [out], name=g.fresh(f"{stem}_add{k}")))
+            total = out
+        replacements[i] = []
+        replacements[g.index(conv)] = new
+    g.replace_nodes(replacements)
+    return len(replacements) // 2
+
+
+def depth_to_space_nhwc(proto) -> int:
+    """DepthToSpace (DCR) -> the same interleave done channels-last:
+
+        Transpose(0,2,3,1) -> Reshape(N, H, W, s, s*C) -> Transpose(0,1,3,2,4) -> Reshape(N, sH, sW, C)
+        [-> Transpose(0,3,1,2) back to NCHW, unless a Transpose(0,2,3,1) followed: it is absorbed]
+
+    onnxruntime's DepthToSpace is a generic 6-D transpose; here the first Transpose becomes its
+    blocked-layout ReorderOutput, the middle one moves whole rows of s*C values, and the last
+    feeds the next Conv's ReorderInput directly. The target shape is computed from the tensor's
+    own shape, so spatial sizes stay free."""
+
+    g = _Graph(proto)
+    channels = g.channels(proto)
+    replacements = {}
+    for i, d2s in enumerate(g.graph.node):
+        a = g.attrs(d2s)
+        mode = a.get("mode", b"DCR")
+        if d2s.op_type != "DepthToSpace" or mode not in (b"DCR", "DCR") or d2s.input[0] not in channels:
+            continue
+        s = int(a["blocksize"])
+        c = channels[d2s.input[0]] // (s * s)
+        users = g.consumers(d2s.output[0])
+        absorb = (len(users) == 1 and users[0].op_type == "Transpose" and not g.is_output(d2s.output[0])
+                  and list(g.attrs(users[0]).get("perm", [])) == [0, 2, 3, 1])
+        stem = d2s.name or d2s.output[0]
+        nhwc, split, rows, shape, n, hw, hw2, target, result = (g.fresh(f"{stem}_{x}") for x in (
+            "nhwc", "split", "rows", "shape", "n", "hw", "hw_scaled", "target", "interleaved"))
+        result = users[0].output[0] if absorb else result
+        node = g.node
+
+        def ints(label: str, values: list[int], stem: str = stem) -> str:
+            return g.const(f"{stem}_{label}", np.array(values, np.int64))
+
+        new = [
+            node("Transpose", [d2s.input[0]], nhwc, perm=[0, 2, 3, 1]),
+            node("Reshape", [nhwc, ints("split_shape", [0, 0, 0, s, s * c])], split),
+            node("Transpose", [split], rows, perm=[0, 1, 3, 2, 4]),
+            node("Shape", [rows], shape),
+            node("Gather", [shape, ints("i_n", [0])], n, axis=0),
+            node("Gather", [shape, ints("i_hw", [1, 3])], hw, axis=0),
+            node("Mul", [hw, ints("block", [s, s])], hw2),
+            node("Concat", [n, hw2, ints("c", [c])], target, axis=0),
+            node("Reshape", [rows, target], result),
+        ]
+        if absorb:
+            replacements[g.index(users[0])] = []
+        else:
+            new.append(node("Transpose", [result], d2s.output[0], perm=[0, 3, 1, 2]))
+        replacements[i] = new
+    g.replace_nodes(replacements)
+    return len([k for k, v in replacements.items() if v])
 
 
 def parity(model, proto, shapes: list[tuple[int, ...]], seed: int = 0) -> float:
@@ -294,6 +620,7 @@ def convert_checkpoint(
     ort_format: bool = False,
     limit: float = PARITY_LIMIT,
     fold: bool = True,
+    rewrite: bool = True,
 ) -> ConversionReport:
     """The whole of ``rawdev convert-weights``."""
     import onnx
@@ -302,6 +629,10 @@ def convert_checkpoint(
     overrides = {"variant": variant, "width": width, "output_space": output_space}
     model, spec = load_keras_model(Path(source), overrides, mapping)
     proto = keras_to_onnx(model, spec, fixed_shape, fold and not is_saved_model(Path(source)))
+    # The digest names the network's weights as tf2onnx wrote them, before the graph rewrites
+    # re-arrange them (so a rewrite of the graph alone keeps the model's identity).
+    digest = weights_sha256([onnx.numpy_helper.to_array(t) for t in proto.graph.initializer])
+    rewrites = rewrite_graph(proto) if rewrite else {}
     if fixed_shape:
         shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, 4)]
     else:
@@ -309,12 +640,11 @@ def convert_checkpoint(
     diff = parity(model, proto, shapes)
     if not diff <= limit:
         raise ConversionError(f"onnxruntime differs from TensorFlow by {diff:.3g} (limit {limit:g}); nothing written")
-    initializers = [onnx.numpy_helper.to_array(t) for t in proto.graph.initializer]
     contract = ModelContract(
         packing="RGGB", normalization=spec.normalization, white_balance=spec.white_balance,
         output_space=spec.output_space,
         scale=2, width=spec.width, variant=spec.variant, version=__version__,
-        training_data=spec.training_data, steps=spec.steps, weights_sha256=weights_sha256(initializers),
+        training_data=spec.training_data, steps=spec.steps, weights_sha256=digest,
     )
     write_contract(proto, contract)
     proto.producer_name = "rawdev convert-weights"
@@ -323,7 +653,7 @@ def convert_checkpoint(
     output = Path(output)
     _atomic_bytes(output, proto.SerializeToString())
     ort_path = _to_ort(output) if ort_format else None
-    return ConversionReport(output, diff, shapes, op_counts(proto), contract, ort_path)
+    return ConversionReport(output, diff, shapes, op_counts(proto), contract, ort_path, rewrites)
 
 
 def _atomic_bytes(path: Path, data: bytes) -> None:

@@ -48,6 +48,9 @@ def test_run_folder_converts_with_parity_and_a_clean_graph(tmp_path, variant):
     proto = onnx.load(str(tmp_path / "m.onnx"))
     ops = [n.op_type for n in proto.graph.node]
     assert not {"SpaceToDepth", "SpaceToBatchND", "BatchToSpaceND"} & set(ops)
+    # rewrite_graph ran: no ConvTranspose or DepthToSpace left (benchmarks/graph_variants.py)
+    assert not {"ConvTranspose", "DepthToSpace"} & set(ops)
+    assert report.rewrites["subpixel"] == 1 and report.rewrites["nhwc_depth_to_space"] == 2
     dilated = [n for n in proto.graph.node if n.op_type == "Conv"
                and any(a.name == "dilations" and list(a.ints) == [2, 2] for a in n.attribute)]
     assert len(dilated) == 2  # one per DAM: the spatial attention's depthwise 5x5, dilation 2
@@ -122,3 +125,25 @@ def test_saved_model_converts(tmp_path):
     x = np.random.default_rng(2).random((1, 18, 22, 4), dtype=np.float32)
     np.testing.assert_allclose(_run_onnx(tmp_path / "s.onnx", x), model(x).numpy(), atol=1e-4)
     assert read_contract(tmp_path / "s.onnx").variant == "paper"
+
+
+def test_graph_rewrite_keeps_the_function_and_the_contract(tmp_path):
+    """The graph rewrites change the graph, not the model: same output (to float rounding) and the
+    same contract; weights_sha256 is the digest of the weights tf2onnx wrote, not of the re-arranged
+    sub-pixel kernels. (tf2onnx writes some initializers in a varying order, so the digest itself
+    can differ between two conversions of one checkpoint; it is compared with that left out.)"""
+    from dataclasses import replace
+
+    from rawdev.model import weights_sha256
+
+    model = _trained_like(8, "residual", seed=9)
+    run = _save_run(tmp_path, model, "residual", 8)
+    plain = convert_checkpoint(run, tmp_path / "plain.onnx", rewrite=False)
+    rewritten = convert_checkpoint(run, tmp_path / "rewritten.onnx")
+    assert plain.rewrites == {} and "ConvTranspose" in plain.ops and "ConvTranspose" not in rewritten.ops
+    assert replace(plain.contract, weights_sha256="") == replace(rewritten.contract, weights_sha256="")
+    arrays = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "rewritten.onnx")).graph.initializer]
+    assert rewritten.contract.weights_sha256 != weights_sha256(arrays)
+    x = np.random.default_rng(3).random((2, 22, 30, 4), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "rewritten.onnx", x), _run_onnx(tmp_path / "plain.onnx", x),
+                               atol=1e-5, rtol=0)
