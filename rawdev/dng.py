@@ -350,6 +350,9 @@ def dng_data_problem(path) -> str | None:
 
 
 def _segment_problem(tags, file_size: int) -> str | None:
+    """The checks of :func:`dng_data_problem` on one CFA IFD. Byte counts are not trusted (LibRaw
+    does not need them): only where the pixels must lie is compared with the file's length."""
+
     def values(code: int) -> list[int]:
         tag = tags.get(code)
         return [int(v) for v in np.ravel(tag.value)] if tag is not None else []
@@ -358,29 +361,28 @@ def _segment_problem(tags, file_size: int) -> str | None:
     size = f"its size tags say {width} x {height} pixels"
     if width < 1 or height < 1:
         return f"damaged RAW data: the image has no size ({size})"
+    bits = (values(258) or [16])[0] * (values(277) or [1])[0]
     if 322 in tags and 323 in tags:  # TileWidth, TileLength
         tile_w, tile_h = values(322)[0], values(323)[0]
         if tile_w < 1 or tile_h < 1:
             return f"damaged RAW data: the image's tiles have no size ({tile_w} x {tile_h})"
         segments = -(-width // tile_w) * -(-height // tile_h)
-        offsets, counts, unit = values(324), values(325), f"{tile_w} x {tile_h} tiles"
-        needed_bytes = segments * tile_w * tile_h
+        offsets, unit, kind = values(324), f"{tile_w} x {tile_h} tiles", "tiles"
+        segment_bytes = [-(-tile_w * bits // 8) * tile_h] * segments
     else:
         rows = (values(278) or [height])[0] or height
         segments = -(-height // rows)
-        offsets, counts, unit = values(273), values(279), f"strips of {rows} rows"
-        needed_bytes = width * height
-    if len(offsets) != segments or len(counts) != segments:
+        offsets, unit, kind = values(273), f"strips of {rows} rows", "strips"
+        segment_bytes = [-(-width * bits // 8) * min(rows, height - i * rows) for i in range(segments)]
+    if len(offsets) != segments:
         return (f"damaged RAW data: {size}, which takes {segments} {unit}, but the file has "
                 f"{len(offsets)}; copy the file again from the card")
-    if any(o + c > file_size for o, c in zip(offsets, counts)):
-        return ("damaged or truncated RAW data (the image data run past the end of the file); "
-                "copy the file again from the card")
-    if (values(259) or [1])[0] == 1:  # uncompressed: every pixel's bits must be there
-        bits = (values(258) or [16])[0] * (values(277) or [1])[0]
-        if sum(counts) * 8 < needed_bytes * bits:
-            return (f"damaged RAW data: {size} but the file holds only {sum(counts)} bytes of "
-                    "uncompressed pixels; copy the file again from the card")
+    uncompressed = (values(259) or [1])[0] == 1
+    ends = [o + (n if uncompressed else 1) for o, n in zip(offsets, segment_bytes)]
+    missing = sum(end > file_size for end in ends)
+    if missing:
+        return (f"damaged or truncated RAW data ({missing} of {segments} {kind} of the image "
+                "lie past the end of the file); copy the file again from the card")
     return None
 
 
