@@ -39,6 +39,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,11 @@ CHECKPOINT = REPO / "weights" / "checkpoints" / "csanet-res-c32"
 SHIPPED = REPO / "rawdev" / "weights" / "csanet-res-c32.onnx"
 CHECK_SHAPES = ((1, 64, 64, 4), (2, 40, 72, 4))
 REFERENCE = "nchw-interface"
+# onnxruntime's worker threads spin-wait for a while after a run; the next variant's session,
+# with threads of its own, would share the two cores with them (measured here: 170-200 ms per
+# tile back to back against 120-135 ms with 50 ms between calls). rawdev runs one session, so
+# every timed call starts after this pause.
+SETTLE_S = 0.1
 
 # name -> (rewrite_graph passes, description); None: the NCHW-interface reference
 VARIANTS: dict[str, tuple[tuple[str, ...] | None, str]] = {
@@ -221,9 +227,10 @@ def max_differences(variants: list[Variant], threads: int, shapes=CHECK_SHAPES, 
 
 
 def time_variants(variants: list[Variant], x: np.ndarray, threads: int, warmup: int, repeats: int,
-                  pauser) -> dict[str, list[float]]:
+                  pauser, settle: float = SETTLE_S) -> dict[str, list[float]]:
     """Seconds per call of each variant: ``repeats`` rounds, every variant once per round in an
-    order rotated from round to round, after ``warmup`` calls each."""
+    order rotated from round to round, after ``warmup`` calls each; ``settle`` seconds of sleep
+    before each call (untimed)."""
     sessions = {v.name: make_session(v.path, threads) for v in variants}
     feeds = {v.name: {sessions[v.name].get_inputs()[0].name:
                       np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if v.nchw else x} for v in variants}
@@ -235,7 +242,8 @@ def time_variants(variants: list[Variant], x: np.ndarray, threads: int, warmup: 
     for r in range(repeats):
         pauser.ensure(1.0 * len(names) + 5, label=f"round {r + 1}")
         for n in names[r % len(names):] + names[: r % len(names)]:
-            seconds, _, _, _ = timed_clean(lambda n=n: sessions[n].run(None, feeds[n]), tries(pauser))
+            seconds, _, _, _ = timed_clean(lambda n=n: sessions[n].run(None, feeds[n]), tries(pauser),
+                                           before=lambda: time.sleep(settle))
             times[n].append(seconds)
     pauser.resume()
     return times
@@ -260,8 +268,10 @@ def markdown(report: dict) -> str:
                   f"(max abs difference, limit {s['tolerance']:g}). Timing: one {s['tile']}x{s['tile']} packed "
                   f"tile, batch 1, onnxruntime CPU with rawdev's session options ({s['threads_label']} threads), "
                   f"{s['warmup']} warm-up runs, then {s['repeats']} rounds with every variant once per round in "
-                  f"rotated order; vs best = median over rounds of the time / the best variant's time in the same "
-                  f"round. GMAC/s counts the network's {report['network_macs'] / 1e9:.2f} GMAC per tile "
+                  f"rotated order, {s['settle_s']:g} s idle before each timed call (so that the previous "
+                  f"session's spinning worker threads are parked); vs best = median over rounds of the time / "
+                  f"the best variant's time in the same round. GMAC/s counts the network's "
+                  f"{report['network_macs'] / 1e9:.2f} GMAC per tile "
                   f"(roofline.py's count of the base graph), not the zero taps a sub-pixel Conv adds (executed "
                   f"GMAC: what the graph's convolutions compute, zeros included). Peak "
                   f"{peak['fma_per_s'] / 1e9:.1f} GMAC/s ({peak['cores']} cores x {FMA_PER_CYCLE} FMA/cycle x "
@@ -310,6 +320,8 @@ def parse_args(argv):
     p.add_argument("--repeats", type=int, default=20, help="timed rounds (every variant once per round)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: onnxruntime's default, all cores)")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help="seconds of sleep before each timed call (other sessions' threads stop spinning)")
     p.add_argument("--tolerance", type=float, default=1e-5, help="largest allowed |variant - converted|")
     p.add_argument("--clock-mhz", type=float, default=None, help="override the clock read from /proc/cpuinfo")
     p.add_argument("--cores", type=int, default=None, help="cores in the peak (default: usable cores)")
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         timed = [v for v in variants if v.same_as is None]
         x = np.random.default_rng(0).random((1, args.tile, args.tile, 4), dtype=np.float32)
         with pauser.session():
-            times = time_variants(timed, x, args.threads, args.warmup, args.repeats, pauser)
+            times = time_variants(timed, x, args.threads, args.warmup, args.repeats, pauser, args.settle)
             equivalent = [v.name for v in timed if not v.nchw]
             best = min(equivalent, key=lambda n: statistics.median(times[n]))
             for v in timed:
@@ -402,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         "pause": pauser.describe(),
         "settings": {"tile": args.tile, "batch": 1, "repeats": args.repeats, "warmup": args.warmup,
                      "threads": args.threads, "threads_label": threads_label, "tolerance": args.tolerance,
+                     "settle_s": args.settle,
                      "check_shapes": [list(s) for s in CHECK_SHAPES], "input": "uniform [0, 1) float32, seed 0"},
         "base": base_label,
         "peak": peak,
