@@ -172,6 +172,8 @@ def _load_saved_model(source: Path, overrides: dict):
         return out
 
     call.keep_alive = loaded  # the traced function references the SavedModel's variables
+    # Variables sorted by name: the SavedModel's own order is not its layers'.
+    call.get_weights = lambda: [v.numpy() for v in sorted(loaded.variables, key=lambda v: v.name)]
     return call, _spec_from(_config_near(source / "saved_model.pb"), overrides)
 
 
@@ -629,9 +631,9 @@ def convert_checkpoint(
     overrides = {"variant": variant, "width": width, "output_space": output_space}
     model, spec = load_keras_model(Path(source), overrides, mapping)
     proto = keras_to_onnx(model, spec, fixed_shape, fold and not is_saved_model(Path(source)))
-    # The digest names the network's weights as tf2onnx wrote them, before the graph rewrites
-    # re-arrange them (so a rewrite of the graph alone keeps the model's identity).
-    digest = weights_sha256([onnx.numpy_helper.to_array(t) for t in proto.graph.initializer])
+    # The digest names the trained weights as the network holds them (layer order), so neither
+    # tf2onnx's initializer order nor the graph rewrites change a model's identity.
+    digest = weights_sha256(model.get_weights())
     rewrites = rewrite_graph(proto) if rewrite else {}
     if fixed_shape:
         shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, 4)]

@@ -92,7 +92,8 @@ def file_sha256(path: Path) -> str:
 
 
 def weights_sha256(initializers: list[np.ndarray]) -> str:
-    """Digest of the weights alone (order and values), independent of graph details."""
+    """Digest of the weights alone (order, shapes and values), independent of graph details;
+    convert-weights takes them in the trained network's layer order."""
     h = hashlib.sha256()
     for arr in initializers:
         a = np.ascontiguousarray(arr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 from rawdev.convert import convert_checkpoint, find_checkpoint
@@ -23,15 +24,17 @@ def publish(run_dir: Path, name: str, card: str) -> dict:
     report = convert_checkpoint(run_dir, onnx_path)
     prefix, _ = find_checkpoint(run_dir)
     keep = HERE / "checkpoints" / name
-    if keep.exists():
-        shutil.rmtree(keep)
-    keep.mkdir(parents=True)
-    for f in prefix.parent.glob(prefix.name + ".*"):
-        shutil.copy2(f, keep / f.name)
+    with tempfile.TemporaryDirectory() as staging:  # run_dir may be ``keep`` itself (a republish)
+        staged = Path(staging)
+        for f in prefix.parent.glob(prefix.name + ".*"):
+            shutil.copy2(f, staged / f.name)
+        for extra in ("config.json", "log.csv"):
+            if (run_dir / extra).exists():
+                shutil.copy2(run_dir / extra, staged / extra)
+        if keep.exists():
+            shutil.rmtree(keep)
+        shutil.copytree(staged, keep)
     (keep / "checkpoint").write_text(f'model_checkpoint_path: "{prefix.name}"\n')
-    for extra in ("config.json", "log.csv"):
-        if (run_dir / extra).exists():
-            shutil.copy2(run_dir / extra, keep / extra)
     if (keep / "log.csv").exists():
         plot_curves(keep / "log.csv", keep / "curves.png", title=f"{name}: training curves")
     index_path = WEIGHTS_DIR / "registry.json"
