@@ -6,6 +6,9 @@ packed samples), ``onnx.shape_inference`` gives every tensor's shape, and
 
 - Conv: output pixels x kH x kW x Cin/group x Cout (= output pixels x the weight's element count);
 - ConvTranspose: input pixels x kH x kW x Cin x Cout/group (= input pixels x the weight's size);
+- with a constant weight, only its non-zero taps count: a rewrite that runs structural zeros (the
+  sub-pixel form of a transposed convolution has 7 of 16 taps per output phase at zero) does not
+  do more of the network's work; those MACs are reported apart as executed MACs;
 - MatMul/Gemm: M x K x N; everything elementwise (ReLU, sigmoid, Mul, Add, pooling) is ignored.
 
 Output megapixels are (2T)^2 / 1e6 (scale 2: one packed sample is 2x2 output pixels).
@@ -120,18 +123,24 @@ def count_macs(path: Path, tile: int, batch: int = 1) -> dict:
                     consts[node.output[0]] = arr
     per_node, per_type = [], defaultdict(int)
     missing = []
+    executed = 0
+
+    def taps(name: str, shape: tuple) -> tuple[int, int]:
+        """(non-zero, all) weight elements of a Conv/ConvTranspose weight."""
+        arr = consts.get(name)
+        return (int(np.count_nonzero(arr)) if arr is not None else int(np.prod(shape))), int(np.prod(shape))
+
     for node in graph.node:
         macs = None
-        if node.op_type == "Conv":
+        if node.op_type in ("Conv", "ConvTranspose"):
             w = weights.get(node.input[1]) or tuple(shapes.get(node.input[1], ()))
-            out = shapes.get(node.output[0])
-            if w and out:
-                macs = int(np.prod(out[2:])) * out[0] * int(np.prod(w))  # pixels x kH kW Cin/g x Cout
-        elif node.op_type == "ConvTranspose":
-            w = weights.get(node.input[1]) or tuple(shapes.get(node.input[1], ()))
-            inp = shapes.get(node.input[0])
-            if w and inp:
-                macs = int(np.prod(inp[2:])) * inp[0] * int(np.prod(w))  # pixels x Cin x Cout/g x kH kW
+            # Conv: per output pixel; ConvTranspose: per input pixel (x Cin x Cout/g x kH kW)
+            at = shapes.get(node.output[0] if node.op_type == "Conv" else node.input[0])
+            if w and at:
+                useful, every = taps(node.input[1], w)
+                pixels = int(np.prod(at[2:])) * at[0]
+                macs = pixels * useful
+                executed += pixels * every - macs
         elif node.op_type in ("MatMul", "Gemm"):
             a, out = shapes.get(node.input[0]), shapes.get(node.output[0])
             if a and out:
@@ -150,7 +159,7 @@ def count_macs(path: Path, tile: int, batch: int = 1) -> dict:
     out_pixels = int(np.prod(out_shape[1:3])) * batch if out_shape else (2 * tile) ** 2 * batch
     params = int(sum(np.prod(s) for n, s in weights.items()
                      if len(s) >= 1 and n in consts and consts[n].dtype == np.float32))
-    return {"tile": tile, "batch": batch, "output_shape": out_shape, "macs": total,
+    return {"tile": tile, "batch": batch, "output_shape": out_shape, "macs": total, "executed_macs": total + executed,
             "macs_per_output_mp": total / (out_pixels / 1e6), "by_op": dict(per_type), "nodes": per_node,
             "params": params, "uncounted": missing}
 
@@ -255,7 +264,10 @@ def markdown(report: dict) -> str:
                          f"{t['macs_per_s'] / 1e9:.1f} | {100 * t['fraction_of_peak']:.1f} | "
                          f"{t['output_mp_per_s']:.2f} |")
     for m in report["models"]:
-        lines += ["", f"**{m['name']}**: MACs by op type (of {m['macs']['macs'] / 1e9:.2f} GMAC per tile): "
+        extra = m["macs"].get("executed_macs", m["macs"]["macs"]) - m["macs"]["macs"]
+        lines += ["", f"**{m['name']}**: MACs by op type (of {m['macs']['macs'] / 1e9:.2f} GMAC per tile"
+                  + (f"; {extra / 1e9:.2f} GMAC more are run on zero weight taps and not counted" if extra else "")
+                  + "): "
                   + ", ".join(f"{op} {v / m['macs']['macs']:.1%}" for op, v in sorted(m["macs"]["by_op"].items(),
                                                                                     key=lambda kv: -kv[1])) + "."]
         sweep = m.get("tile_sweep")
