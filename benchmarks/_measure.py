@@ -86,6 +86,10 @@ class Run:
         return d
 
 
+# Seconds of idle before a timed onnxruntime call: the intra-op threads of the session that ran
+# last keep spinning for a while and would slow the next one (benchmarks/graph_variants.py).
+SETTLE_S = 0.1
+
 def _status_kb(pid: int) -> tuple[int, int, int] | None:
     """(RssAnon + RssFile, RssShmem, PPid) of a process in kB, from /proc/PID/status."""
     try:

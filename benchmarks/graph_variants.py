@@ -49,6 +49,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._measure import (  # noqa: E402
+    SETTLE_S,
     add_common_args,
     command_line,
     header_lines,
@@ -70,7 +71,6 @@ REFERENCE = "nchw-interface"
 # with threads of its own, would share the two cores with them (measured here: 170-200 ms per
 # tile back to back against 120-135 ms with 50 ms between calls). rawdev runs one session, so
 # every timed call starts after this pause.
-SETTLE_S = 0.1
 
 # name -> (rewrite_graph passes, description); None: the NCHW-interface reference
 VARIANTS: dict[str, tuple[tuple[str, ...] | None, str]] = {

@@ -15,7 +15,8 @@ Output megapixels are (2T)^2 / 1e6 (scale 2: one packed sample is 2x2 output pix
 
 Inference: an onnxruntime session built like rawdev's (``rawdev.session.open_session``: all graph
 optimizations, CPU provider, intra-op threads = all cores unless ``--threads``), one (1, T, T, 4)
-tile of uniform [0, 1) data, ``--warmup`` untimed runs, then the median of ``--repeats`` runs. All
+tile of uniform [0, 1) data, ``--warmup`` untimed runs, then the median of ``--repeats`` runs, each
+after ``--settle`` seconds of idle (the previous session's threads stop spinning). All
 (model, threads) pairs run once per round, in rotated order, so that the machine's slow spells
 (a cloud VM's neighbours) hit them alike; ratios between models are paired within rounds.
 
@@ -49,6 +50,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._measure import (  # noqa: E402
+    SETTLE_S,
     add_common_args,
     command_line,
     header_lines,
@@ -309,6 +311,8 @@ def parse_args(argv):
     p.add_argument("--clock-mhz", type=float, default=None, help="override the clock read from /proc/cpuinfo")
     p.add_argument("--cores", type=int, default=None, help="cores in the peak (default: usable cores)")
     p.add_argument("--no-profile", action="store_true")
+    p.add_argument("--settle", type=float, default=SETTLE_S,
+                   help="seconds of sleep before each timed call (other sessions' threads stop spinning)")
     p.add_argument("--sweep", nargs="*", type=int, default=[128, 256, 384, 512, 768, 1024],
                    help="tile sizes for the inference-time-per-megapixel sweep (none: skip)")
     p.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             pauser.ensure(5.0 * len(combos), label=f"round {r + 1}")
             for c in combos[r % len(combos):] + combos[: r % len(combos)]:
                 seconds, foreign, used, _ = timed_clean(lambda c=c: sessions[c].run(None, {name[c]: x}),
-                                                        tries(pauser))
+                                                        tries(pauser), before=lambda: time.sleep(args.settle))
                 disturbed[c] += used == tries(pauser) and foreign > 0.1
                 times[c].append(seconds)
         pauser.resume()
@@ -413,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": versions,
         "pause": pauser.describe(),
         "settings": {"tile": args.tile, "batch": 1, "repeats": args.repeats, "warmup": args.warmup,
-                     "threads": args.threads, "input": "uniform [0, 1) float32, seed 0"},
+                     "threads": args.threads, "settle_s": args.settle,
+                     "input": "uniform [0, 1) float32, seed 0"},
         "peak": peak,
         "models": results,
         "notes": list(args.note),

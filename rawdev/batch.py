@@ -136,6 +136,7 @@ def check_job(job: Job, overwrite: bool, inputs: set[Path]) -> Outcome | None:
 class RunOptions:
     overwrite: bool = False
     fmt: str = "tiff"
+    compression: str = "deflate"  # rawdev.output.write_image's compression
     cfa_override: object = None
     black: float | None = None
     white: float | None = None
@@ -267,7 +268,8 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
             job, image, info, t_start, mp = entry
             try:
                 job.output.parent.mkdir(parents=True, exist_ok=True)
-                write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt)
+                write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt,
+                            compression=run.compression)
                 finish(Outcome(job, "ok", "", time.perf_counter() - t_start, mp))
             except OSError as exc:
                 finish(Outcome(job, "failed", f"cannot write {job.output}: {exc.strerror or exc}"))

@@ -57,6 +57,8 @@ def develop(
     threads: opts.Threads = 0,
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff or png."),
     bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
+    compression: str = typer.Option("deflate", help="TIFF: deflate, zstd, lzw or none (always with the "
+                                    "predictor; zstd is fastest but not every reader has it). PNG: deflate or none."),
     wb: opts.WhiteBalance = "camera",
     exposure: opts.Exposure = "auto",
     look: opts.Look = "default",
@@ -84,6 +86,9 @@ def develop(
     err = _console(stderr=True)
     if fmt not in ("tiff", "png"):
         raise usage_error(f"--format {fmt!r}: choose tiff or png")
+    choices = ("deflate", "zstd", "lzw", "none") if fmt == "tiff" else ("deflate", "none")
+    if compression not in choices:
+        raise usage_error(f"--compression {compression!r}: for {fmt.upper()} choose {', '.join(choices)}")
     try:
         options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits)
         cfa_override = opts.cfa_option(cfa)
@@ -117,8 +122,8 @@ def develop(
     err.print(opts.session_line(session) if pool is None else pool.describe())
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(jobs)} file(s) -> {where}")
-    run = RunOptions(overwrite=overwrite, fmt=fmt, cfa_override=cfa_override, black=black, white=white,
-                     decode_timeout=decode_timeout)
+    run = RunOptions(overwrite=overwrite, fmt=fmt, compression=compression, cfa_override=cfa_override,
+                     black=black, white=white, decode_timeout=decode_timeout)
     from rawdev.progress import make_reporter
 
     reporter = make_reporter(err)

@@ -104,6 +104,18 @@ def test_png_output_and_8_bits(inputs, tmp_path, bilinear_model):
     assert np.abs(a16 / 65535.0 - a8 / 255.0).max() <= 1 / 255
 
 
+@pytest.mark.parametrize("compression,tag", [("deflate", 8), ("zstd", 50000), ("lzw", 5), ("none", 1)])
+def test_tiff_compression_is_chosen_and_the_pixels_are_the_same(inputs, tmp_path, bilinear_model, compression, tag):
+    reference = tmp_path / "default"
+    assert develop(inputs / "bayer.dng", "-o", reference, model=bilinear_model).exit_code == 0
+    out = tmp_path / compression
+    assert develop(inputs / "bayer.dng", "-o", out, "--compression", compression, model=bilinear_model).exit_code == 0
+    with tifffile.TiffFile(out / "bayer.tif") as tif:
+        page = tif.pages[0]
+        assert page.compression == tag and (tag == 1 or page.predictor == 2)
+        assert np.array_equal(page.asarray(), read_tiff(reference / "bayer.tif"))
+
+
 def test_orientation_is_applied(tmp_path, bilinear_model):
     src = write_test_dng(tmp_path / "portrait.dng", random_mosaic(48, 64), "RGGB", orientation=6)
     assert develop(src, model=bilinear_model).exit_code == 0  # beside the input
@@ -275,6 +287,8 @@ def test_read_only_output_folder_is_a_usage_error(inputs, tmp_path, bilinear_mod
         (["--look", "vivid"], "--look 'vivid'"),
         (["--exposure", "bright"], "--exposure 'bright'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--compression", "jpeg"], "--compression 'jpeg': for TIFF choose deflate, zstd, lzw, none"),
+        (["-f", "png", "--compression", "zstd"], "--compression 'zstd': for PNG choose deflate, none"),
     ],
 )
 def test_usage_errors_exit_2_before_any_file_is_written(inputs, tmp_path, bilinear_model, args, message):
