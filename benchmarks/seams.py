@@ -55,12 +55,13 @@ from benchmarks._measure import (  # noqa: E402
     write_json,
 )
 from benchmarks.common import REPO, RESULTS, SHARED, code_version, library_versions, machine_info, now  # noqa: E402
+from rawdev.develop import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
 
 BLACKMAGIC = SHARED / "samples" / "raw" / "imageio_Blackmagic.dng"
 CHART = REPO / "examples" / "chart_bayer.dng"
 DEFAULT_TILES = (128, 256, 512)
 DEFAULT_OVERLAPS = (0, 8, 16, 32)
-DEFAULT_CONFIG = (512, 16)  # rawdev's tile auto default and default overlap
+DEFAULT_CONFIG = (DEFAULT_TILE, DEFAULT_OVERLAP)  # rawdev's tile auto default and default overlap
 MAGNIFY = 4
 WINDOW = 64  # output pixels: the size of the saved crop and of the local search window
 
