@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = {"name": v.name, "description": v.description, "max_abs_diff": diffs[v.name], "same_as": v.same_as}
             if not v.nchw:
                 counted = count_macs(v.path, args.tile)
-                entry["executed_macs"] = counted["macs"]
+                entry["executed_macs"] = counted["executed_macs"]
                 entry["executed_macs_by_op"] = counted["by_op"]
             entry["ops"] = op_counts(onnx.load(str(v.path)))
             entries[v.name] = entry
