@@ -114,7 +114,7 @@ def develop(
             from rawdev.batch import prestart_decoder
 
             prestart_decoder()  # the decoder process imports while the model loads
-            session = open_session(resolve_model(model), device, threads)
+            session = open_session(resolve_model(model), device, threads, spinning=len(jobs) <= 1)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             pool = RayPool.start(ray, resolve_model(model), device, threads, files=len(jobs))
     except (ContractError, DeviceUnavailable, ClusterUnavailable) as exc:

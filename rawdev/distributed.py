@@ -101,7 +101,7 @@ class Developer:
         with tempfile.TemporaryDirectory(prefix="rawdev-actor-") as folder:  # gone once the session is built
             path = Path(folder) / model_name
             path.write_bytes(model_bytes)
-            self.session = open_session(path, device, threads=self.threads)
+            self.session = open_session(path, device, threads=self.threads, spinning=False)  # many files
         try:  # relative paths then mean what they mean on the driver (and the lines read the same)
             os.chdir(cwd)
             self.same_cwd = True

@@ -299,6 +299,22 @@ def test_usage_errors_exit_2_before_any_file_is_written(inputs, tmp_path, biline
     assert not out.exists() or list(out.iterdir()) == []
 
 
+def test_a_batch_lets_idle_onnxruntime_threads_sleep(inputs, tmp_path, bilinear_model, monkeypatch):
+    import rawdev.session
+
+    real, seen = rawdev.session.open_session, []
+
+    def recording(*args, **kwargs):
+        session = real(*args, **kwargs)
+        seen.append(session.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning"))
+        return session
+
+    monkeypatch.setattr(rawdev.session, "open_session", recording)
+    assert develop(inputs / "bayer.dng", "-o", tmp_path / "one", model=bilinear_model).exit_code == 0
+    assert develop(inputs, "-o", tmp_path / "many", model=bilinear_model).exit_code == 0
+    assert seen == ["1", "0"]  # one file: spin for the lowest latency; a batch: leave the cores to I/O
+
+
 @pytest.mark.skipif("CUDAExecutionProvider" in available_providers(), reason="CUDA is available here")
 def test_cuda_without_cuda_is_a_usage_error_not_a_silent_fallback(inputs, tmp_path, bilinear_model):
     result = develop(inputs, "-o", tmp_path / "out", "--device", "cuda", model=bilinear_model)
