@@ -90,6 +90,11 @@ class Run:
 # last keep spinning for a while and would slow the next one (benchmarks/graph_variants.py).
 SETTLE_S = 0.1
 
+
+def sayer(quiet: bool):
+    """``say(*parts)``: print a progress line at once, or nothing with ``--quiet``."""
+    return (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
+
 def _status_kb(pid: int) -> tuple[int, int, int] | None:
     """(RssAnon + RssFile, RssShmem, PPid) of a process in kB, from /proc/PID/status."""
     try:

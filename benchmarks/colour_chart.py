@@ -47,6 +47,7 @@ from benchmarks._measure import (  # noqa: E402
     RESULTS_MD,
     command_line,
     header_lines,
+    sayer,
     update_results_md,
     write_json,
 )
@@ -272,7 +273,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     patches_path = args.examples / PATCHES_JSON
     dngs = [args.examples / f for f in args.files]
     missing = [str(p) for p in [patches_path, *dngs] if not p.is_file()]

@@ -54,6 +54,7 @@ from benchmarks._measure import (  # noqa: E402
     command_line,
     header_lines,
     make_pauser,
+    sayer,
     summary,
     timed_clean,
     tries,
@@ -346,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     from rawdev.convert import op_counts
 
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     pauser = make_pauser(args, say)
     machine, versions = machine_info(), library_versions()
     started = now()

@@ -51,7 +51,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._measure import RESULTS_MD, update_results_md  # noqa: E402
+from benchmarks._measure import RESULTS_MD, sayer, update_results_md  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     RESULTS,
     SHARED,
@@ -604,7 +604,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     if args.from_json:
         if not args.out.is_file():
             print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)

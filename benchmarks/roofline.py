@@ -55,6 +55,7 @@ from benchmarks._measure import (  # noqa: E402
     command_line,
     header_lines,
     make_pauser,
+    sayer,
     summary,
     timed_clean,
     tries,
@@ -325,7 +326,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     models = args.model or sorted(WEIGHTS.glob("*.onnx"))
     if not models:
         print(f"error: no ONNX models in {WEIGHTS}", file=sys.stderr)

@@ -44,6 +44,7 @@ from benchmarks._measure import (  # noqa: E402
     rawdev_command,
     run_clean,
     run_timed,
+    sayer,
     summary,
     tries,
     update_results_md,
@@ -347,7 +348,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     pauser = make_pauser(args, say)
     machine, versions = machine_info(), library_versions()
     started = now()

@@ -49,6 +49,7 @@ from benchmarks._measure import (  # noqa: E402
     command_line,
     header_lines,
     make_pauser,
+    sayer,
     timed_clean,
     tries,
     update_results_md,
@@ -385,7 +386,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     from rawdev.model import resolve_model
     from rawdev.session import open_session
 

@@ -60,6 +60,7 @@ from benchmarks._measure import (  # noqa: E402
     rawdev_command,
     run_clean,
     run_timed,
+    sayer,
     summary,
     timed_clean,
     tries,
@@ -476,7 +477,7 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    say = sayer(args.quiet)
     files = args.files
     notes = []
     if files is None:
