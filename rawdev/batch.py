@@ -257,8 +257,8 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                 break
             except Exception as exc:  # noqa: BLE001 - one file's failure must not end the batch
                 item = exc
-            _put(decoded, (job, item, time.perf_counter() - t0), stop)
-        _put(decoded, None, stop)
+            decoded.put((job, item, time.perf_counter() - t0))  # never blocks: decode_slot bounds it
+        decoded.put(None)
 
     def encoder() -> None:
         while True:
@@ -315,15 +315,6 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
         encoded.put(None)
         threads[1].join()
     return summary
-
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> None:
-    while not stop.is_set():
-        try:
-            q.put(item, timeout=0.2)
-            return
-        except queue.Full:
-            continue
 
 
 def _acquire(slot: threading.Semaphore, stop: threading.Event) -> bool:
