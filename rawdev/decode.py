@@ -467,13 +467,11 @@ def _capture_stderr() -> Callable[[str], str]:
     printed since the last call, on one line, the path prefix left out."""
     import tempfile
 
-    sink = tempfile.TemporaryFile()
-    os.dup2(sink.fileno(), 2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)  # fd 2 keeps the (already unlinked) file open
 
     def says(path: str) -> str:
-        os.lseek(2, 0, os.SEEK_SET)
-        text = sink.read().decode(errors="replace") if path else ""
-        sink.seek(0)
+        text = os.pread(2, os.fstat(2).st_size, 0).decode(errors="replace") if path else ""
         os.ftruncate(2, 0)
         os.lseek(2, 0, os.SEEK_SET)
         lines = [line.removeprefix(f"{path}: ").strip() for line in text.splitlines() if line.strip()]
