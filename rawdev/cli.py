@@ -86,7 +86,9 @@ def develop(
     err = _console(stderr=True)
     if fmt not in ("tiff", "png"):
         raise usage_error(f"--format {fmt!r}: choose tiff or png")
-    choices = ("deflate", "zstd", "lzw", "none") if fmt == "tiff" else ("deflate", "none")
+    from rawdev.output import COMPRESSIONS
+
+    choices = COMPRESSIONS[fmt]
     if compression not in choices:
         raise usage_error(f"--compression {compression!r}: for {fmt.upper()} choose {', '.join(choices)}")
     try:

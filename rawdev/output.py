@@ -64,7 +64,9 @@ __all__ = [
     "write_image",
 ]
 
-TIFF_COMPRESSIONS = ("zlib", "deflate", "zstd", "lzw", "none")
+# What `rawdev develop --compression` offers per format; "zlib" is also taken, as "deflate".
+COMPRESSIONS = {"tiff": ("deflate", "zstd", "lzw", "none"), "png": ("deflate", "none")}
+TIFF_COMPRESSIONS = ("zlib", *COMPRESSIONS["tiff"])
 DEFAULT_TIFF_LEVEL = {"zlib": 1, "deflate": 1, "zstd": 1}
 PNG_LEVEL = 1
 PNG_STRATEGY_RLE = 3
@@ -518,7 +520,7 @@ def write_image(
     if kind == "tiff":
         _atomic_write(path, lambda fh: _write_tiff(fh, image, info, compression, level))
         return
-    if compression not in ("zlib", "deflate", "none"):
+    if compression not in ("zlib", *COMPRESSIONS["png"]):
         raise ValueError(f"PNG is always deflate-compressed; compression {compression!r} is not possible")
     data = _encode_png(image, info, 0 if compression == "none" else level)
     _atomic_write(path, lambda fh: fh.write(data))
