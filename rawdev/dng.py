@@ -290,14 +290,8 @@ def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
     except (tifffile.TiffFileError, ValueError, struct.error):
         return None
     with tif:
-        for page in _all_pages(tif):
+        for page in _raw_cfa_pages(tif):
             tags = page.tags
-            sub = tags.get(NEW_SUBFILE_TYPE)
-            photometric = tags.get(262)
-            if (sub is not None and int(sub.value) != 0) or photometric is None:
-                continue
-            if int(photometric.value) != PHOTOMETRIC_CFA:
-                continue
             dim, pat = tags.get(CFA_REPEAT_PATTERN_DIM), tags.get(CFA_PATTERN)
             if dim is None or pat is None:
                 continue
@@ -335,13 +329,8 @@ def dng_data_problem(path) -> str | None:
         with tifffile.TiffFile(Path(path)) as tif:
             if DNG_VERSION not in tif.pages[0].tags:
                 return None
-            for page in _all_pages(tif):
-                tags = page.tags
-                sub, photometric = tags.get(NEW_SUBFILE_TYPE), tags.get(262)
-                if (sub is not None and int(sub.value) != 0) or photometric is None:
-                    continue
-                if int(photometric.value) == PHOTOMETRIC_CFA:
-                    return _segment_problem(tags, Path(path).stat().st_size)
+            for page in _raw_cfa_pages(tif):
+                return _segment_problem(page.tags, Path(path).stat().st_size)
     except Exception:  # not TIFF-based, or damaged beyond tifffile: LibRaw decides
         return None
     finally:
@@ -384,6 +373,16 @@ def _segment_problem(tags, file_size: int) -> str | None:
         return (f"damaged or truncated RAW data ({missing} of {segments} {kind} of the image "
                 "lie past the end of the file); copy the file again from the card")
     return None
+
+
+def _raw_cfa_pages(tif):
+    """The IFDs that hold the raw mosaic: full resolution (NewSubfileType 0 or absent) and
+    PhotometricInterpretation CFA."""
+    for page in _all_pages(tif):
+        sub, photometric = page.tags.get(NEW_SUBFILE_TYPE), page.tags.get(262)
+        full_size = sub is None or int(sub.value) == 0
+        if full_size and photometric is not None and int(photometric.value) == PHOTOMETRIC_CFA:
+            yield page
 
 
 def _all_pages(tif):
