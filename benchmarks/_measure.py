@@ -34,7 +34,14 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._pause import DEFAULT_GAP, Pauser, cpu_seconds, own_cpu_seconds  # noqa: E402
-from benchmarks.common import BENCH_DIR, describe_machine  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    BENCH_DIR,
+    code_version,
+    describe_machine,
+    library_versions,
+    machine_info,
+    now,
+)
 
 RESULTS_MD = BENCH_DIR / "RESULTS.md"
 RESULTS_TITLE = "# Benchmark results\n"
@@ -401,6 +408,12 @@ def header_lines(report: dict) -> list[str]:
     return lines
 
 
+def with_notes(lines: list[str], report: dict) -> str:
+    """A section's markdown: ``lines``, then the report's notes as a list after a blank line."""
+    notes = report.get("notes", [])
+    return "\n".join(lines + ([""] if notes else []) + [f"- {note}" for note in notes]) + "\n"
+
+
 def update_results_md(path: Path, key: str, body: str) -> None:
     """Replace the block between ``<!-- BEGIN key -->`` and ``<!-- END key -->`` in ``path`` (append
     it when absent; create the file with a title when missing). Other sections are left alone."""
@@ -424,3 +437,25 @@ def fmt(value, digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
+
+
+@dataclass
+class TimedRun:
+    """What a timed benchmark sets up first and writes at the head of its report."""
+
+    say: object
+    pauser: Pauser
+    machine: dict
+    versions: dict
+    started: str
+
+    def head(self, benchmark: str, command: str) -> dict:
+        return {"benchmark": benchmark, "command": command, "started": self.started, "finished": now(),
+                "code": code_version(), "machine": self.machine, "versions": self.versions,
+                "pause": self.pauser.describe()}
+
+
+def start_timed_run(args) -> TimedRun:
+    """Progress printer, training pauser, machine and library description, start time."""
+    say = sayer(args.quiet)
+    return TimedRun(say, make_pauser(args, say), machine_info(), library_versions(), now())

@@ -53,15 +53,14 @@ from benchmarks._measure import (  # noqa: E402
     add_common_args,
     command_line,
     header_lines,
-    make_pauser,
-    sayer,
+    start_timed_run,
     summary,
     timed_clean,
     tries,
     update_results_md,
     write_json,
 )
-from benchmarks.common import REPO, code_version, library_versions, machine_info, now  # noqa: E402
+from benchmarks.common import REPO  # noqa: E402
 from benchmarks.roofline import FMA_PER_CYCLE, count_macs, cpu_mhz, make_session, profile_ops  # noqa: E402
 
 CHECKPOINT = REPO / "weights" / "checkpoints" / "csanet-res-c32"
@@ -347,11 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     from rawdev.convert import op_counts
 
     args = parse_args(argv)
-    say = sayer(args.quiet)
-    pauser = make_pauser(args, say)
-    machine, versions = machine_info(), library_versions()
-    started = now()
-    cores = args.cores or machine["usable_cores"] or 1
+    run = start_timed_run(args)
+    say, pauser = run.say, run.pauser
+    cores = args.cores or run.machine["usable_cores"] or 1
     mhz = args.clock_mhz or cpu_mhz()
     if mhz is None:
         print("error: no 'cpu MHz' in /proc/cpuinfo; give --clock-mhz", file=sys.stderr)
@@ -405,14 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                                                              max(3, args.repeats // 4), Path(tmp))
                     pauser.resume()
     report = {
-        "benchmark": "graph_variants",
-        "command": command_line("graph_variants.py", argv),
-        "started": started,
-        "finished": now(),
-        "code": code_version(),
-        "machine": machine,
-        "versions": versions,
-        "pause": pauser.describe(),
+        **run.head("graph_variants", command_line("graph_variants.py", argv)),
         "settings": {"tile": args.tile, "batch": 1, "repeats": args.repeats, "warmup": args.warmup,
                      "threads": args.threads, "threads_label": threads_label, "tolerance": args.tolerance,
                      "settle_s": args.settle,

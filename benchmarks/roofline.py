@@ -54,15 +54,15 @@ from benchmarks._measure import (  # noqa: E402
     add_common_args,
     command_line,
     header_lines,
-    make_pauser,
-    sayer,
+    start_timed_run,
     summary,
     timed_clean,
     tries,
     update_results_md,
+    with_notes,
     write_json,
 )
-from benchmarks.common import REPO, code_version, library_versions, machine_info, now  # noqa: E402
+from benchmarks.common import REPO  # noqa: E402
 
 WEIGHTS = REPO / "rawdev" / "weights"
 FMA_PER_CYCLE = 16  # fp32 FMAs per core per cycle: 2 x 256-bit FMA units x 8 lanes
@@ -293,11 +293,7 @@ def markdown(report: dict) -> str:
             for r in prof["by_op"]:
                 lines.append(f"| {r['op']} | {r['seconds_per_run'] * 1000:.1f} | {100 * r['share']:.1f} % | "
                              f"{r['nodes_per_run']} |")
-    if report.get("notes"):
-        lines.append("")
-    for note in report.get("notes", []):
-        lines.append(f"- {note}")
-    return "\n".join(lines) + "\n"
+    return with_notes(lines, report)
 
 
 def parse_args(argv):
@@ -326,15 +322,13 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = sayer(args.quiet)
+    run = start_timed_run(args)
+    say, pauser = run.say, run.pauser
     models = args.model or sorted(WEIGHTS.glob("*.onnx"))
     if not models:
         print(f"error: no ONNX models in {WEIGHTS}", file=sys.stderr)
         return 2
-    pauser = make_pauser(args, say)
-    machine, versions = machine_info(), library_versions()
-    started = now()
-    cores = args.cores or machine["usable_cores"] or os.cpu_count() or 1
+    cores = args.cores or run.machine["usable_cores"] or os.cpu_count() or 1
     mhz = args.clock_mhz or cpu_mhz()
     source = "--clock-mhz" if args.clock_mhz else "/proc/cpuinfo cpu MHz"
     if mhz is None:
@@ -409,14 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"  profile: {top}")
             results.append(entry)
     report = {
-        "benchmark": "roofline",
-        "command": command_line("roofline.py", argv),
-        "started": started,
-        "finished": now(),
-        "code": code_version(),
-        "machine": machine,
-        "versions": versions,
-        "pause": pauser.describe(),
+        **run.head("roofline", command_line("roofline.py", argv)),
         "settings": {"tile": args.tile, "batch": 1, "repeats": args.repeats, "warmup": args.warmup,
                      "threads": args.threads, "settle_s": args.settle,
                      "input": "uniform [0, 1) float32, seed 0"},

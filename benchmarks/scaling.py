@@ -39,18 +39,17 @@ from benchmarks._measure import (  # noqa: E402
     command_line,
     fmt,
     header_lines,
-    make_pauser,
     paired_ratio,
     rawdev_command,
     run_clean,
     run_timed,
-    sayer,
+    start_timed_run,
     summary,
     tries,
     update_results_md,
+    with_notes,
     write_json,
 )
-from benchmarks.common import code_version, library_versions, machine_info, now  # noqa: E402
 
 DEFAULT_SIZES = (0.25, 3.0, 12.0, 48.0, 100.0)
 DEFAULT_TILES = (128, 256, 384, 512, 768, 1024)
@@ -311,11 +310,7 @@ def markdown(report: dict) -> str:
         rec = report.get("recommended_tile")
         if rec:
             lines += ["", f"Recommended `--tile auto` default from these data: **{rec['tile']}** ({rec['rule']})."]
-    if report.get("notes"):
-        lines.append("")
-    for note in report.get("notes", []):
-        lines.append(f"- {note}")
-    return "\n".join(lines) + "\n"
+    return with_notes(lines, report)
 
 
 def parse_args(argv):
@@ -348,10 +343,8 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = sayer(args.quiet)
-    pauser = make_pauser(args, say)
-    machine, versions = machine_info(), library_versions()
-    started = now()
+    run = start_timed_run(args)
+    say, pauser = run.say, run.pauser
     args.workdir.mkdir(parents=True, exist_ok=True)
     files = []
     for mp in args.sizes:
@@ -378,15 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             tiles, tile_path, tile_hw = old["tiles"], Path(old["tile_file"]["file"]), None
         command = f"{old['command']}` (its {part}), then `{command}"
     report = {
-        "benchmark": "scaling",
-        "command": command,
+        **run.head("scaling", command),
         "merged_from_earlier_run": kept or None,
-        "started": started,
-        "finished": now(),
-        "code": code_version(),
-        "machine": machine,
-        "versions": versions,
-        "pause": pauser.describe(),
         "settings": {"model": args.model, "repeats": args.repeats, "large_repeats": args.large_repeats,
                      "large_mp": args.large_mp, "overlap": args.overlap, "generator_version": GENERATOR_VERSION,
                      "dng": {"cfa": "RGGB", "bits": 12, "black": BLACK, "white": WHITE, "wb": WB,

@@ -48,14 +48,14 @@ from benchmarks._measure import (  # noqa: E402
     add_common_args,
     command_line,
     header_lines,
-    make_pauser,
-    sayer,
+    start_timed_run,
     timed_clean,
     tries,
     update_results_md,
+    with_notes,
     write_json,
 )
-from benchmarks.common import REPO, RESULTS, SHARED, code_version, library_versions, machine_info, now  # noqa: E402
+from benchmarks.common import REPO, RESULTS, SHARED  # noqa: E402
 from rawdev.develop import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
 
 BLACKMAGIC = SHARED / "samples" / "raw" / "imageio_Blackmagic.dng"
@@ -358,11 +358,7 @@ def markdown(report: dict) -> str:
                           f"y={png['y0']}, x={png['x0']}, {png['size']} px x{png['magnify']}; difference x"
                           f"{png['diff_gain']:.0f} (largest {png['max_abs_diff_in_crop']} codes)"]
         lines.append("")
-    if report.get("notes"):
-        lines.append("")
-    for note in report.get("notes", []):
-        lines.append(f"- {note}")
-    return "\n".join(lines) + "\n"
+    return with_notes(lines, report)
 
 
 def parse_args(argv):
@@ -386,13 +382,11 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = sayer(args.quiet)
+    run = start_timed_run(args)
+    say, pauser = run.say, run.pauser
     from rawdev.model import resolve_model
     from rawdev.session import open_session
 
-    pauser = make_pauser(args, say)
-    machine, versions = machine_info(), library_versions()
-    started = now()
     images, notes = load_images(args.images, args.crop)
     for n in notes:
         say("note: " + n)
@@ -403,14 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     with pauser.session():
         results = [evaluate(im, session, args, pauser, say) for im in images]
     report = {
-        "benchmark": "seams",
-        "command": command_line("seams.py", argv),
-        "started": started,
-        "finished": now(),
-        "code": code_version(),
-        "machine": machine,
-        "versions": versions,
-        "pause": pauser.describe(),
+        **run.head("seams", command_line("seams.py", argv)),
         "settings": {"model": args.model, "model_path": str(session.path), "tiles": args.tiles,
                      "overlaps": args.overlaps, "margin": args.margin, "repeats": args.repeats,
                      "crop": args.crop},

@@ -55,19 +55,18 @@ from benchmarks._measure import (  # noqa: E402
     debian_version,
     fmt,
     header_lines,
-    make_pauser,
     paired_ratio,
     rawdev_command,
     run_clean,
     run_timed,
-    sayer,
+    start_timed_run,
     summary,
     timed_clean,
     tries,
     update_results_md,
     write_json,
 )
-from benchmarks.common import REPO, SHARED, code_version, library_versions, machine_info, now  # noqa: E402
+from benchmarks.common import REPO, SHARED  # noqa: E402
 
 DEFAULT_FILES = (SHARED / "samples" / "raw" / "imageio_Blackmagic.dng", REPO / "examples" / "chart_bayer.dng")
 TOOLS = ("rawdev", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
@@ -477,7 +476,8 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    say = sayer(args.quiet)
+    run = start_timed_run(args)
+    say, pauser = run.say, run.pauser
     files = args.files
     notes = []
     if files is None:
@@ -490,12 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     if missing_files or not files:
         print(f"error: no such file: {', '.join(map(str, missing_files)) or 'no input files'}", file=sys.stderr)
         return 2
-    pauser = make_pauser(args, say)
-    machine, versions = machine_info(), library_versions()
     tools, missing = find_tools(args.tools, args)
     for name, why in missing.items():
         say(f"left out {name}: {why}")
-    started = now()
     with pauser.session(), tempfile.TemporaryDirectory(prefix="rawdev-speed-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -515,14 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.batch and "rawdev" in args.tools:
             batch = measure_batch(batch_src, work, args, pauser, say)
     report = {
-        "benchmark": "speed",
-        "command": command_line("speed.py", argv),
-        "started": started,
-        "finished": now(),
-        "code": code_version(),
-        "machine": machine,
-        "versions": versions,
-        "pause": pauser.describe(),
+        **run.head("speed", command_line("speed.py", argv)),
         "settings": {"files": [str(f) for f in files], "repeats": args.repeats, "model": args.model,
                      "tile": args.tile or "auto", "batch": args.batch, "batch_repeats": args.batch_repeats,
                      "batch_file": Path(batch_src).name},
