@@ -183,7 +183,7 @@ def convert_weights(
 @app.command()
 def train(
     run_dir: Path = typer.Argument(..., help="Folder for checkpoints, config.json and log.csv."),
-    variant: str = typer.Option("residual", help="paper or residual."),
+    variant: str = typer.Option("residual", help="paper, residual or noise (residual told the noise level)."),
     width: int = typer.Option(32, help="Channel width C."),
     steps: int = typer.Option(60000, help="Total steps; the learning-rate schedule scales to it."),
     batch: int = typer.Option(16, help="Batch size."),
@@ -197,6 +197,11 @@ def train(
     max_minutes: float | None = typer.Option(None, help="Stop (with a checkpoint) after this long."),
     resume: bool = typer.Option(True, help="Continue from the run folder's newest checkpoint."),
     seed: int = typer.Option(0, help="Seed of the data synthesis."),
+    colour_weight: float = typer.Option(0.0, help="Weight of the low-pass colour loss (8x8 block means)."),
+    hard_fraction: float = typer.Option(0.0, help="Share of crops mined as the hardest to demosaic of four."),
+    warm_start: Path | None = typer.Option(None, help="Checkpoint or run folder of a CSANet to start from."),
+    lr_max: float | None = typer.Option(None, help="Cap on the learning-rate schedule (for a warm start)."),
+    balance_sets: bool = typer.Option(False, help="Draw each sub-folder of the training folders equally often."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
@@ -211,6 +216,8 @@ def train(
         output_space="srgb" if pairs else "linear",
         vgg_weights=str(vgg_weights) if vgg_weights else None,
         checkpoint_every=checkpoint_every, validate_every=validate_every,
+        colour_weight=colour_weight, hard_fraction=hard_fraction,
+        warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

@@ -26,6 +26,7 @@ PACKINGS = {
 }
 NORMALIZATIONS = ("black-white", "mai")
 OUTPUT_SPACES = ("linear", "srgb")
+NOISE_INPUTS = ("none", "sigma-planes")
 
 
 class ContractError(ValueError):
@@ -47,6 +48,12 @@ class ModelContract:
     training_data: str = ""
     steps: int = 0
     weights_sha256: str = ""
+    # "sigma-planes": after the packed planes come as many planes holding each sample's noise
+    # standard deviation (rawdev.normalize.noise_sigma); models without the key take none.
+    noise_input: str = "none"
+    # "yes": input below the black level is clipped to 0 (the older models were trained so);
+    # "no": it is kept, so the noise around black averages to the true level.
+    clip_below_black: str = "yes"
 
     def __post_init__(self):
         if self.packing not in PACKINGS:
@@ -57,10 +64,18 @@ class ModelContract:
             raise ContractError(f"white_balance {self.white_balance!r} must be 'before' or 'none'")
         if self.output_space not in OUTPUT_SPACES:
             raise ContractError(f"output_space {self.output_space!r} is not one of {OUTPUT_SPACES}")
+        if self.noise_input not in NOISE_INPUTS:
+            raise ContractError(f"noise_input {self.noise_input!r} is not one of {NOISE_INPUTS}")
+        if self.clip_below_black not in ("yes", "no"):
+            raise ContractError(f"clip_below_black {self.clip_below_black!r} must be 'yes' or 'no'")
 
     @property
     def sites(self) -> tuple[tuple[int, int], ...]:
         return PACKINGS[self.packing]
+
+    @property
+    def input_planes(self) -> int:
+        return len(self.sites) * (2 if self.noise_input == "sigma-planes" else 1)
 
     def to_metadata(self) -> dict[str, str]:
         return {PREFIX + k: str(v) for k, v in asdict(self).items()}

@@ -56,22 +56,53 @@ def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
     return mosaic.wb_daylight
 
 
+@dataclass(frozen=True)
+class NoiseModel:
+    """Sensor noise as variance = shot * x + read, x the signal in [0, 1] of the sensor's range
+    (black to white, before white balance): the DNG NoiseProfile's S and O."""
+
+    shot: float
+    read: float
+
+    def scaled(self, factor: float) -> NoiseModel:
+        """The model of an average of ``1 / factor`` independent samples (binning: 0.25)."""
+        return NoiseModel(self.shot * factor, self.read * factor)
+
+
+def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0) -> np.ndarray:
+    """Noise standard deviation of each packed sample, in the units of the white-balanced input:
+    ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength."""
+    g = np.asarray(gains, np.float32)
+    var = np.maximum(planes, 0.0) * (np.float32(noise.shot) * g) + np.float32(noise.read) * g * g
+    sigma = np.sqrt(var, dtype=np.float32)
+    if strength != 1.0:
+        sigma *= np.float32(strength)
+    return sigma
+
+
 class PackedSource:
     """Lazily normalized, white-balanced, packed planes of a canonical RGGB mosaic.
 
-    Implements the tiler's TileSource: ``source[y0:y1, x0:x1]`` returns float32 (h, w, 4).
+    Implements the tiler's TileSource: ``source[y0:y1, x0:x1]`` returns float32 (h, w, 4), or
+    (h, w, 8) with the noise sigma planes after the samples when a noise model is given.
     """
 
     def __init__(self, raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,
-                 sites: tuple[tuple[int, int], ...], clip: bool):
+                 sites: tuple[tuple[int, int], ...], clip: bool, clip_low: bool = True,
+                 noise: NoiseModel | None = None, strength: float = 1.0):
         self.raw = raw
         self.sites = sites
         # Per-plane offset and scale: value = (raw - black) * scale, clipped.
         self.black = np.array([black[dy, dx] for dy, dx in sites], np.float32)
         colour = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+        self.plane_gains = np.array([gains[colour[s]] for s in sites], np.float32)
         self.scale = np.array([gains[colour[s]] / (white - black[s]) for s in sites], np.float32)
         self.clip = clip
-        self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, len(sites))
+        self.clip_low = clip_low
+        self.noise = noise
+        self.strength = strength
+        n = len(sites)
+        self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, 2 * n if noise is not None else n)
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         ys, xs = key
@@ -83,8 +114,10 @@ class PackedSource:
         planes -= self.black
         planes *= self.scale
         if self.clip:
-            np.clip(planes, 0.0, 1.0, out=planes)
-        return planes
+            np.clip(planes, 0.0 if self.clip_low else None, 1.0, out=planes)
+        if self.noise is None:
+            return planes
+        return np.concatenate([planes, noise_sigma(planes, self.plane_gains, self.noise, self.strength)], axis=-1)
 
 
 @dataclass
@@ -96,8 +129,11 @@ class Prepared:
     gains: np.ndarray
 
 
-def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: str = "bin") -> Prepared:
-    """Bring a mosaic to the model's contract: Bayer, canonical phase, levels, white balance."""
+def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: str = "bin",
+            noise: NoiseModel | None = None, strength: float = 1.0) -> Prepared:
+    """Bring a mosaic to the model's contract: Bayer, canonical phase, levels, white balance, and
+    the noise sigma planes for a model that takes them (``noise``: the sensor's noise model,
+    ``strength``: the denoising strength that scales it)."""
     if quad not in QUAD_MODES:
         raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
     data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
@@ -118,5 +154,16 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
         # MAI-trained models saw 10-bit data with the black level left in, divided by 4*255.
         black, white = np.zeros_like(black), mosaic.white * (4 * 255) / 1023
     clip = contract.normalization != "mai"
-    source = PackedSource(canonical_data, black, white, gains, contract.sites, clip)
+    if contract.noise_input == "sigma-planes":
+        if noise is None:
+            raise NormalizeError("the model takes a noise level and none was given")
+        if cfa.kind == "bayer" and mosaic.cfa.kind == "quad" and quad == "bin":
+            noise = noise.scaled(0.25)
+        # Quantization adds a uniform error of one raw step.
+        step = 1.0 / max(white - float(np.mean(black)), 1.0)
+        noise = NoiseModel(noise.shot, noise.read + step * step / 12)
+    else:
+        noise = None
+    source = PackedSource(canonical_data, black, white, gains, contract.sites, clip,
+                          clip_low=contract.clip_below_black == "yes", noise=noise, strength=strength)
     return Prepared(source, canonical, gains)

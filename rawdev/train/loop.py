@@ -41,15 +41,27 @@ class TrainConfig:
     validate_every: int = 2000
     val_images: int = 12
     keep_checkpoints: int = 3
+    colour_weight: float = 0.0  # L1 on 8x8-averaged colour: keeps flat patches' mean colour
+    hard_fraction: float = 0.0  # share of crops mined for demosaicking difficulty
+    warm_start: str | None = None  # checkpoint (or run folder) of another CSANet to start from
+    lr_max: float | None = None  # cap on the paper's schedule (for a warm start)
+    balance_sets: bool = False  # each sub-folder of a training folder drawn equally often
+
+    @property
+    def noise_input(self) -> bool:
+        return self.variant == "noise"
 
 
-def learning_rate(step: int, total: int) -> float:
-    """The paper's schedule (5e-4, then 1e-4, 5e-5, 1e-5 at 20/50/80% of the run)."""
+def learning_rate(step: int, total: int, lr_max: float | None = None) -> float:
+    """The paper's schedule (5e-4, then 1e-4, 5e-5, 1e-5 at 20/50/80% of the run), at most
+    ``lr_max``."""
     frac = step / max(total, 1)
+    rate = LR_STEPS[-1][1]
     for edge, lr in LR_STEPS:
         if frac < edge:
-            return lr
-    return LR_STEPS[-1][1]
+            rate = lr
+            break
+    return min(rate, lr_max) if lr_max else rate
 
 
 def tone_tf(x):
@@ -112,6 +124,18 @@ def ssim_tf(x, y, max_val: float = 1.0):
     return tf.reduce_mean(s)
 
 
+def lowpass_colour(pred, target, linear: bool, size: int = 8):
+    """Mean absolute difference of the 8x8 block means (averaged in linear light, then toned):
+    the colour of flat areas, which per-pixel losses let drift under noise."""
+    import tensorflow as tf
+
+    def pool(x):
+        m = tf.nn.avg_pool2d(x, size, size, "VALID")
+        return tone_tf(m) if linear else m
+
+    return tf.reduce_mean(tf.abs(pool(pred) - pool(target)))
+
+
 def make_loss(config: TrainConfig):
     """Charbonnier + w * (1 - SSIM) [+ 0.001 VGG] on tone-mapped output."""
     import tensorflow as tf
@@ -129,6 +153,8 @@ def make_loss(config: TrainConfig):
             loss = loss + config.ssim_weight * (1.0 - s)
         if perceptual is not None:
             loss = loss + config.vgg_weight * perceptual(tf.clip_by_value(p, 0, 1), t)
+        if config.colour_weight:
+            loss = loss + config.colour_weight * lowpass_colour(pred, target, config.output_space == "linear")
         return loss
 
     return loss_fn, perceptual is not None
@@ -174,7 +200,8 @@ def validation_set(config: TrainConfig):
             h, w = (img.shape[0] // 4) * 4, (img.shape[1] // 4) * 4
             srgb = img[:h, :w].astype(np.float32) / 255
             cap = unproc.capture(srgb, RGGB, shot=NOISE_LEVELS[level])
-            items.append((level, network_input(cap.raw, cap.black, cap.white, cap.wb_gains),
+            noise = (cap.shot, cap.read) if config.noise_input else None
+            items.append((level, network_input(cap.raw, cap.black, cap.white, cap.wb_gains, noise=noise),
                           cam_to_srgb_matrix(cap.xyz_to_cam), srgb))
     return items
 
@@ -217,6 +244,8 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     if resume and manager.latest_checkpoint:
         ckpt.restore(manager.latest_checkpoint)
         log(f"resumed from {manager.latest_checkpoint} at step {int(step_var.numpy())}")
+    elif config.warm_start:
+        log(f"warm start from {config.warm_start}: {', '.join(_warm_start(model, Path(config.warm_start)))}")
 
     loss_fn, perceptual_on = make_loss(config)
     log(f"perceptual (VGG-19) term: {'on' if perceptual_on else 'off (no --vgg-weights file given)'}")
@@ -259,7 +288,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     try:
         while int(step_var.numpy()) < config.steps:
             step = int(step_var.numpy())
-            optimizer.learning_rate.assign(learning_rate(step, config.steps))
+            optimizer.learning_rate.assign(learning_rate(step, config.steps, config.lr_max))
             packed, target = prefetch.get()
             loss = float(train_step(packed, target))
             step_var.assign_add(1)
@@ -276,7 +305,8 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
                 manager.save(checkpoint_number=step)
                 row = {"step": step, "samples": int(samples_var.numpy()),
                        "wall_s": round(wall_offset + time.monotonic() - started, 1),
-                       "lr": learning_rate(step - 1, config.steps), "loss": round(float(np.mean(window_loss)), 6),
+                       "lr": learning_rate(step - 1, config.steps, config.lr_max),
+                       "loss": round(float(np.mean(window_loss)), 6),
                        "samples_per_s": round(window_samples / (time.monotonic() - window_start), 2)}
                 if val_items and (step % config.validate_every == 0 or done):
                     row.update({k: round(v, 4) for k, v in evaluate(model, val_items, config.output_space).items()})
@@ -303,6 +333,24 @@ def _plot(log_path: Path, log) -> None:
         log("curves.png not drawn: matplotlib is missing (pip install 'rawdev[train]')")
 
 
+def _warm_start(model, source: Path) -> list[str]:
+    """Copy the matching layers of another run's newest checkpoint into ``model``."""
+    import tensorflow as tf
+
+    from rawdev.train.network import build_csanet, warm_start
+
+    folder = source if source.is_dir() else source.parent
+    cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
+    prefix = tf.train.latest_checkpoint(str(folder)) or tf.train.latest_checkpoint(str(folder / "checkpoints"))
+    if source.is_file() or not source.is_dir():
+        prefix = str(source)
+    if not prefix:
+        raise FileNotFoundError(f"no checkpoint under {source}")
+    other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"))
+    tf.train.Checkpoint(model=other).restore(prefix).expect_partial()
+    return warm_start(model, other)
+
+
 def _last_wall(log_path: Path) -> float:
     if not log_path.exists():
         return 0.0
@@ -319,10 +367,18 @@ def _batch_source(config: TrainConfig, step: int):
     else:
         from rawdev.train.synth import TrainingData, load_photographs
 
-        images = load_photographs([Path(d) for d in config.train_dirs])
+        folders = [Path(d) for d in config.train_dirs]
+        if config.balance_sets:
+            folders = [sub for d in folders for sub in sorted(d.iterdir()) if sub.is_dir()] or folders
+        images, weights = [], []
+        for folder in folders:
+            found = load_photographs([folder])
+            images += found
+            weights += [1.0 / len(found)] * len(found) if found else []
         if not images:
             raise FileNotFoundError(f"no training photographs under {config.train_dirs}")
-        data = TrainingData(images, config.patch, seed=config.seed + step)
+        data = TrainingData(images, config.patch, seed=config.seed + step, noise_input=config.noise_input,
+                            hard_fraction=config.hard_fraction, weights=weights if config.balance_sets else None)
 
     def make():
         b = data.batch(config.batch)

@@ -1,19 +1,24 @@
 """CSANet (Hsyu et al., CVPR 2021 workshops) defined once, in Keras.
 
 Input: packed Bayer planes (H/2, W/2, 4) in canonical RGGB order; output (H, W, 3).
-Two variants share every layer of the paper:
+Three variants share every layer of the paper:
 
 - ``paper``: the network as published, ending in a sigmoid.
 - ``residual``: the same trunk predicts a correction on top of a fixed bilinear demosaic of
   the input, plus a shortcut from the packed input at H/2, so fine detail that the H/4 trunk
   loses is carried past it. Its output is linear (clipped to [0, 1] at inference).
+- ``noise``: the residual network told the noise level. Its input has four more planes, the
+  standard deviation of each packed sample's noise (``rawdev.normalize.noise_sigma``), which
+  enter the head and the H/2 shortcut through 1x1 convolutions; scaling them is the denoising
+  strength. Every other layer is the residual variant's, so it starts from a residual checkpoint.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-VARIANTS = ("paper", "residual")
+VARIANTS = ("paper", "residual", "noise")
+NOISE_PLANES = 4  # one noise sigma per packed plane
 
 
 def _keras():
@@ -61,16 +66,21 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     keras = _keras()
     layers = keras.layers
-    packed = keras.Input((None, None, 4), name="packed")
-    x = layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name="head_down")(packed)
+    noise = variant == "noise"
+    packed = keras.Input((None, None, 4 + NOISE_PLANES * noise), name="packed")
+    planes, sigma = packed, None
+    if noise:
+        planes = layers.Lambda(lambda t: t[..., :4], name="planes")(packed)
+        sigma = layers.Lambda(lambda t: t[..., 4:], name="sigma")(packed)
+    x = _conv_with_noise(planes, sigma, width, 3, 2, "head_down")
     x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv")(x)
     trunk = x
     for i in range(n_dam):
         x = _dam(x, width, reduction, name=f"dam{i + 1}")
     x = layers.Add(name="trunk_skip")([trunk, x])
     x = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu", name="up")(x)
-    if variant == "residual":
-        shortcut = layers.Conv2D(width // 2, 3, padding="same", activation="relu", name="half_skip")(packed)
+    if variant != "paper":
+        shortcut = _conv_with_noise(planes, sigma, width // 2, 3, 1, "half_skip")
         x = layers.Concatenate(name="half_cat")([x, shortcut])
         x = layers.Conv2D(width, 1, activation="relu", name="half_fuse")(x)
     x = _depth_to_space(x, "d2s")
@@ -78,8 +88,37 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
         rgb = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb")(x)
     else:
         correction = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="rgb")(x)
-        rgb = layers.Add(name="residual_out")([bilinear_base(packed), correction])
+        rgb = layers.Add(name="residual_out")([bilinear_base(planes), correction])
     return keras.Model(packed, rgb, name=f"csanet_{variant}_c{width}")
+
+
+def _conv_with_noise(planes, sigma, width: int, kernel: int, strides: int, name: str):
+    """ReLU(conv(planes) [+ conv1x1(sigma)]): the noise planes are smooth, so a 1x1 convolution
+    carries them at a few MACs a pixel; it starts at zero, so a residual checkpoint's function
+    is where training begins."""
+    layers = _keras().layers
+    if sigma is None:
+        return layers.Conv2D(width, kernel, strides=strides, padding="same", activation="relu", name=name)(planes)
+    x = layers.Conv2D(width, kernel, strides=strides, padding="same", name=name)(planes)
+    n = layers.Conv2D(width, 1, strides=strides, padding="same", use_bias=False, kernel_initializer="zeros",
+                      name=f"{name}_noise")(sigma)
+    return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_sum")([x, n]))
+
+
+def warm_start(model, source) -> list[str]:
+    """Copy every layer's weights from ``source`` (another CSANet) where the layer name and
+    shapes match; returns the names copied."""
+    theirs = {layer.name: layer for layer in source.layers}
+    copied = []
+    for layer in model.layers:
+        other = theirs.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        weights = other.get_weights()
+        if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(weights)
+            copied.append(layer.name)
+    return copied
 
 
 def _depth_to_space(x, name: str):
@@ -165,7 +204,8 @@ def fold_for_inference(model):
     kernel, bias = rgb.get_weights()
     residual = "residual_out" in [layer.name for layer in model.layers]
     trunk_end = model.get_layer("half_fuse" if residual else "up").output
-    packed = model.input
+    names = [layer.name for layer in model.layers]
+    packed = model.get_layer("planes").output if "planes" in names else model.input
     head = layers.Conv2D(12, 3, padding="same", name="rgb_subpixel")
     x = head(trunk_end)
     head.set_weights([subpixel_kernel(kernel), np.tile(bias, 4)])
@@ -184,4 +224,4 @@ def fold_for_inference(model):
     else:
         x = layers.Activation("sigmoid", name="rgb_sigmoid")(x)
     out = _depth_to_space(x, "d2s_out")
-    return keras.Model(packed, out, name=model.name + "_folded")
+    return keras.Model(model.input, out, name=model.name + "_folded")

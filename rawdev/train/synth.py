@@ -80,6 +80,9 @@ class RawSample:
     wb_gains: np.ndarray  # (3,) R, G, B multipliers that neutralize the scene's white
     xyz_to_cam: np.ndarray
     linear_cam: np.ndarray  # clean linear camera RGB before white balance
+    noise: np.ndarray | None = None  # (H, W) the noise added to the mosaic, sensor units
+    shot: float = 0.0
+    read: float = 0.0
 
 
 class Unprocessor:
@@ -126,27 +129,71 @@ class Unprocessor:
         cam = lin @ srgb_to_cam.T
         sensor = np.clip(cam / wb, 0.0, 1.0)
         mosaic = cfa_mod.mosaic(sensor, cfa)
-        noisy = mosaic + self.rng.standard_normal(mosaic.shape) * np.sqrt(np.maximum(shot * mosaic + read, 0))
+        noise = self.rng.standard_normal(mosaic.shape) * np.sqrt(np.maximum(shot * mosaic + read, 0))
         white = float(2**bits - 1)
         black = float(round(white * black_fraction))
-        raw = np.clip(np.round(noisy * (white - black) + black), 0, white).astype(np.uint16)
-        return RawSample(raw, black, white, wb, xyz_to_cam, np.clip(cam, 0.0, None).astype(np.float32))
+        raw = np.clip(np.round((mosaic + noise) * (white - black) + black), 0, white).astype(np.uint16)
+        return RawSample(raw, black, white, wb, xyz_to_cam, np.clip(cam, 0.0, None).astype(np.float32),
+                         noise.astype(np.float32), float(shot), float(read))
+
+
+# The contract of a network told the noise level, with the input kept below black.
+NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no", "variant": "noise"}
 
 
 def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndarray,
-                  cfa: cfa_mod.CFA | None = None) -> np.ndarray:
+                  cfa: cfa_mod.CFA | None = None, noise: tuple[float, float] | None = None,
+                  strength: float = 1.0) -> np.ndarray:
     """What rawdev's own pipeline feeds the network for this capture (normalize.prepare: levels,
     white balance, clip, Quad-Bayer binning, canonical packing), so training sees exactly the
-    input that development will give it."""
+    input that development will give it. ``noise`` (shot, read) asks for the noise-aware
+    contract: sigma planes scaled by ``strength`` and no clip below black."""
     from rawdev.model import ModelContract
-    from rawdev.normalize import prepare
+    from rawdev.normalize import NoiseModel, prepare
     from rawdev.raw import Mosaic
 
     cfa = cfa or RGGB
     gains = np.asarray(wb_gains, np.float64)
     mosaic = Mosaic(data=raw, cfa=cfa, black=np.full((cfa.period,) * 2, float(black)), white=float(white),
                     wb_camera=gains / gains[1])
-    return prepare(mosaic, ModelContract(), wb="camera", quad="bin").source[:, :]
+    if noise is None:
+        return prepare(mosaic, ModelContract(), wb="camera", quad="bin").source[:, :]
+    return prepare(mosaic, ModelContract(**NOISE_CONTRACT), wb="camera", quad="bin",
+                   noise=NoiseModel(*noise), strength=strength).source[:, :]
+
+
+def bilinear_demosaic(mosaic: np.ndarray) -> np.ndarray:
+    """Bilinear demosaic of an RGGB mosaic (H, W even) in numpy, edges reflected: what grain
+    looks like through the simplest demosaicker (the target of a zero denoising strength)."""
+    h, w = mosaic.shape
+    sparse = np.zeros((h, w, 3), np.float32)
+    sparse[0::2, 0::2, 0] = mosaic[0::2, 0::2]
+    sparse[0::2, 1::2, 1] = mosaic[0::2, 1::2]
+    sparse[1::2, 0::2, 1] = mosaic[1::2, 0::2]
+    sparse[1::2, 1::2, 2] = mosaic[1::2, 1::2]
+    p = np.pad(sparse, ((2, 2), (2, 2), (0, 0)), mode="reflect")
+    rb = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
+    g = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
+    out = np.zeros((h + 2, w + 2, 3), np.float32)
+    for dy in range(3):
+        for dx in range(3):
+            window = p[dy : dy + h + 2, dx : dx + w + 2]
+            out += window * np.array([rb[dy, dx], g[dy, dx], rb[dy, dx]], np.float32)
+    return out[1:-1, 1:-1]
+
+
+def demosaic_difficulty(srgb: np.ndarray) -> float:
+    """How badly bilinear demosaicking fails on a crop (mean absolute error): a cheap measure
+    of moire, fine texture and saturated edges for hard-patch mining."""
+    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
+    img = srgb[:h, :w]
+    return float(np.mean(np.abs(bilinear_demosaic(cfa_mod.mosaic(img, RGGB)) - img)))
+
+
+def mosaic_gains(wb_gains: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The white-balance gain of each site of an RGGB mosaic."""
+    g = np.asarray(wb_gains, np.float32)
+    return np.tile(np.array([[g[0], g[1]], [g[1], g[2]]], np.float32), (shape[0] // 2, shape[1] // 2))
 
 
 RGGB = cfa_mod.parse_cfa("RGGB")
@@ -154,19 +201,44 @@ QUAD_RGGB = cfa_mod.parse_cfa("quad-RGGB")
 
 
 class TrainingData:
-    """Random crops of photographs turned into (packed, target) batches."""
+    """Random crops of photographs turned into (packed, target) batches.
 
-    def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1):
+    With ``noise_input`` the samples follow the noise-aware contract: the sigma planes come
+    with the input; ``strength_fraction`` of them are told a random strength s in [0, 1] of
+    their true noise and must keep the rest of the grain (target: clean + (1 - s) x the grain
+    as bilinear demosaicking shows it), which is what ``--denoise S`` asks for;
+    ``clean_fraction`` are noise-free. ``hard_fraction`` of the crops are the hardest to
+    demosaic of ``hard_candidates`` random ones (demosaicnet's hard-patch mining).
+    """
+
+    def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1,
+                 noise_input: bool = False, strength_fraction: float = 0.15, clean_fraction: float = 0.05,
+                 hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
-        self.images = [im for im in images if min(im.shape[:2]) >= 2 * patch]
+        keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= 2 * patch]
+        self.images = [images[i] for i in keep]
+        w = np.array([weights[i] for i in keep] if weights else [1.0] * len(keep), np.float64)
+        self.weights = w / w.sum() if len(w) else w
         self.patch = patch
         self.quad_fraction = quad_fraction
+        self.noise_input = noise_input
+        self.strength_fraction = strength_fraction
+        self.clean_fraction = clean_fraction
+        self.hard_fraction = hard_fraction
+        self.hard_candidates = hard_candidates
         self.unprocessor = Unprocessor(seed)
         self.rng = self.unprocessor.rng
 
+    def hard_crop(self, size: int | None = None) -> np.ndarray:
+        """A crop, or with probability ``hard_fraction`` the hardest to demosaic of several."""
+        if self.rng.uniform() >= self.hard_fraction:
+            return self.crop(size)
+        crops = [self.crop(size) for _ in range(self.hard_candidates)]
+        return max(crops, key=demosaic_difficulty)
+
     def crop(self, size: int | None = None) -> np.ndarray:
-        img = self.images[self.rng.integers(len(self.images))]
+        img = self.images[self.rng.choice(len(self.images), p=self.weights)]
         p = size or self.patch
         y = self.rng.integers(img.shape[0] - p + 1)
         x = self.rng.integers(img.shape[1] - p + 1)
@@ -186,18 +258,29 @@ class TrainingData:
         # pipeline's own 2x2 binning; the target is the same scene averaged to the binned size.
         quad = self.rng.uniform() < self.quad_fraction
         cfa = QUAD_RGGB if quad else RGGB
+        read = float(read_level(shot) * np.exp(self.rng.normal(0, 0.26)))
+        if self.noise_input and self.rng.uniform() < self.clean_fraction:
+            shot, read = 0.0, 0.0
         cap = u.capture(
-            self.crop(2 * self.patch if quad else None),
+            self.hard_crop(2 * self.patch if quad else None),
             cfa,
             shot=shot,
-            read=float(read_level(shot) * np.exp(self.rng.normal(0, 0.26))),
+            read=read,
             bits=int(self.rng.choice([10, 12, 14])),
             black_fraction=float(self.rng.choice([0.0, 1 / 64, 1 / 16])),
             inverse_tone=bool(self.rng.uniform() < 0.5),
             brightness=float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6)),
         )
-        packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa)
         target = np.clip(cap.linear_cam, 0.0, 1.0)
+        if not self.noise_input:
+            packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa)
+        else:
+            strength = 1.0
+            if not quad and self.rng.uniform() < self.strength_fraction:
+                strength = float(self.rng.uniform())
+                grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
+                target = target + (1.0 - strength) * grain
+            packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa, (cap.shot, cap.read), strength)
         if quad:
             target = target.reshape(self.patch, 2, self.patch, 2, 3).mean(axis=(1, 3))
         return packed, target, cam_to_srgb_matrix(cap.xyz_to_cam).astype(np.float32), shot
