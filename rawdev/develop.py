@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ DEFAULT_TILE = 256  # packed samples (512 output pixels): as fast as 512 whole-f
 DEFAULT_OVERLAP = 16
 AUTO_EXPOSURE_PERCENTILE = 99.0  # LibRaw's auto-bright: 1% of pixels may clip
 AUTO_EXPOSURE_MAX_EV = 6.0
+MAX_EXPOSURE_EV = 16.0  # a 16-bit image holds 16 stops: beyond this every pixel is black or white
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,19 @@ class DevelopOptions:
             raise ValueError(f"--tile {self.tile}: give auto or a size of at least 2 packed samples")
         if self.overlap < 0:
             raise ValueError(f"--overlap {self.overlap}: must be 0 or more")
+        tile = self.tile or DEFAULT_TILE
+        if 2 * self.overlap > tile:  # else the tiler steps by a few samples: many times the tiles, minutes
+            size = f"{tile} packed samples" + ("" if self.tile else " with --tile auto")
+            raise ValueError(f"--overlap {self.overlap}: at most half the tile ({size}); "
+                             "give a smaller --overlap or a larger --tile")
         if self.exposure != "auto":
             try:
-                float(self.exposure)
+                ev = float(self.exposure)
             except ValueError:
-                raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV") from None
+                ev = math.nan
+            if not abs(ev) <= MAX_EXPOSURE_EV:  # also refuses nan and inf
+                raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV "
+                                 f"from -{MAX_EXPOSURE_EV:g} to {MAX_EXPOSURE_EV:g}")
 
 
 @dataclass

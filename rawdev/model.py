@@ -33,6 +33,10 @@ class ContractError(ValueError):
     """An ONNX file that does not say, or says something impossible, about what it expects."""
 
 
+class ModelIntegrityError(ContractError):
+    """A shipped model whose file is missing or differs from the sha256 its registry recorded."""
+
+
 @dataclass(frozen=True)
 class ModelContract:
     """What a model takes and returns; stored as ``rawdev.*`` ONNX metadata entries."""
@@ -151,6 +155,18 @@ class RegisteredModel:
     def verify(self) -> bool:
         return self.path.exists() and file_sha256(self.path) == self.sha256
 
+    def check(self) -> None:
+        """Raise ModelIntegrityError (one line: which model, what is wrong, what to do) unless the
+        file is there and matches the registry's sha256."""
+        if not self.path.is_file():
+            raise ModelIntegrityError(f"model {self.name}: its file {self.path} is missing; reinstall rawdev")
+        actual = file_sha256(self.path)
+        if actual != self.sha256:
+            raise ModelIntegrityError(
+                f"model {self.name}: {self.path} does not match the sha256 in the registry (file "
+                f"{actual[:12]}, registry {self.sha256[:12]}): it is damaged or was replaced; reinstall rawdev, "
+                "or give the file as --model PATH.onnx to use it unchecked")
+
 
 def registry() -> dict[str, RegisteredModel]:
     """Models shipped in rawdev/weights (listed in registry.json)."""
@@ -164,8 +180,11 @@ def registry() -> dict[str, RegisteredModel]:
     }
 
 
-def resolve_model(name_or_path: str | None) -> Path:
-    """A registry name or a path to an .onnx file -> the file's path."""
+def resolve_model(name_or_path: str | None, verify: bool = True) -> Path:
+    """A registry name or a path to an .onnx file -> the file's path.
+
+    A registry name's file is checked against the registry's sha256 (``verify``; a few
+    milliseconds, once a run): ModelIntegrityError when it differs. A path is used as it is."""
     name = name_or_path or DEFAULT_MODEL
     candidate = Path(name).expanduser()
     if candidate.suffix == ".onnx" or candidate.exists():
@@ -176,4 +195,6 @@ def resolve_model(name_or_path: str | None) -> Path:
     if name not in models:
         known = ", ".join(sorted(models)) or "none shipped"
         raise ContractError(f"unknown model {name!r} (shipped: {known}); give a registry name or an .onnx path")
+    if verify:
+        models[name].check()
     return models[name].path

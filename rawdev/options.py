@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -40,6 +41,18 @@ def develop_options(wb: str, quad_bayer: str, exposure: str, look: str, tile: st
 
     return DevelopOptions(wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
                           tile=parse_tile(tile), overlap=overlap)
+
+
+def check_values(threads: int, black: float | None, white: float | None) -> None:
+    """Usage errors in the other values `develop` and `compare` share (ValueError), found before
+    any file is read rather than once per file."""
+    if threads < 0:
+        raise ValueError(f"--threads {threads}: give 0 (all cores) or a positive number")
+    for name, level in (("--black", black), ("--white", white)):
+        if level is not None and not 0 <= level < math.inf:  # also refuses nan
+            raise ValueError(f"{name} {level:g}: give a finite level of 0 or more")
+    if black is not None and white is not None and white <= black:
+        raise ValueError(f"--white {white:g} must be above --black {black:g}")
 
 
 def cfa_option(text: str | None) -> CFA | None:
