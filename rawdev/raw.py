@@ -228,9 +228,12 @@ def _dng_black_levels(path: Path, period: int) -> np.ndarray | None:
 def _file_cfa(path: Path, raw) -> cfa_mod.CFA:
     """The file's CFA. A DNG's own CFA tags win over LibRaw, which collapses a 4x4 Quad-Bayer
     pattern into a 2x2 one that is not even Bayer."""
-    from rawdev.dng import read_dng_cfa_tags
+    from rawdev.dng import DamagedTagError, read_dng_cfa_tags
 
-    tags = read_dng_cfa_tags(path)
+    try:
+        tags = read_dng_cfa_tags(path)
+    except DamagedTagError as exc:
+        raise RawReadError(str(exc)) from None
     try:
         if tags is not None:
             (rows, cols), pattern = tags

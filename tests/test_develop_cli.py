@@ -15,7 +15,7 @@ rawpy = pytest.importorskip("rawpy")
 
 import imagecodecs  # noqa: E402
 import tifffile  # noqa: E402
-from conftest import random_mosaic, write_test_dng  # noqa: E402
+from conftest import random_mosaic, retype_raw_ifd, write_test_dng  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from rawdev.cfa import mosaic, parse_cfa  # noqa: E402
@@ -359,6 +359,17 @@ def test_cuda_without_cuda_is_a_usage_error_not_a_silent_fallback(inputs, tmp_pa
     result = develop(inputs, "-o", tmp_path / "out", "--device", "cuda", model=bilinear_model)
     assert result.exit_code == 2
     assert "CUDAExecutionProvider" in result.output and "--device cpu" in result.output
+
+
+def test_a_damaged_dng_tag_fails_its_file_with_a_reason_not_a_python_exception(inputs, tmp_path, bilinear_model):
+    bad = tmp_path / "in" / "damaged.dng"
+    retype_raw_ifd(inputs / "bayer.dng", bad, 262, dtype=7)  # PhotometricInterpretation SHORT -> UNDEFINED
+    result = develop(inputs, "-o", tmp_path / "out", model=bilinear_model)
+    assert result.exit_code == 1
+    (line,) = lines_about(result.output, "damaged.dng")
+    assert "damaged DNG tag 262 (PhotometricInterpretation): holds UNDEFINED data where integers belong" in line
+    assert "Error:" not in line
+    assert "2 ok, 0 skipped, 1 failed" in result.output
 
 
 def test_missing_model_and_empty_folder_are_usage_errors(inputs, tmp_path, bilinear_model):
