@@ -68,6 +68,7 @@ def develop(
     white: opts.White = None,
     tile: opts.Tile = "auto",
     overlap: opts.Overlap = 16,
+    denoise: opts.Denoise = "auto",
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     decode_timeout: float = typer.Option(120.0, "--decode-timeout", min=0.001,
@@ -92,7 +93,7 @@ def develop(
     if compression not in choices:
         raise usage_error(f"--compression {compression!r}: for {fmt.upper()} choose {', '.join(choices)}")
     try:
-        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits)
+        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits, denoise)
         cfa_override = opts.cfa_option(cfa)
     except (ValueError, CFAError) as exc:
         raise usage_error(str(exc)) from None
@@ -117,9 +118,13 @@ def develop(
 
             prestart_decoder()  # the decoder process imports while the model loads
             session = open_session(resolve_model(model), device, threads, spinning=len(jobs) <= 1)
+            opts.check_denoise(options, session.contract, session.path)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
+            from rawdev.model import read_contract
+
+            opts.check_denoise(options, read_contract(resolve_model(model)), resolve_model(model))
             pool = RayPool.start(ray, resolve_model(model), device, threads, files=len(jobs))
-    except (ContractError, DeviceUnavailable, ClusterUnavailable) as exc:
+    except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
     err.print(opts.session_line(session) if pool is None else pool.describe())
     where = output if output is not None else "beside each input"

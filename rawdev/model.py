@@ -27,6 +27,8 @@ PACKINGS = {
 NORMALIZATIONS = ("black-white", "mai")
 OUTPUT_SPACES = ("linear", "srgb")
 NOISE_INPUTS = ("none", "sigma-planes")
+# What the contract of a noise-aware network (train variant "noise") says beyond the defaults.
+NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no"}
 
 
 class ContractError(ValueError):

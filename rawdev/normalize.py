@@ -12,6 +12,7 @@ import numpy as np
 
 from rawdev import cfa as cfa_mod
 from rawdev.model import ModelContract
+from rawdev.noise import NoiseModel, noise_sigma
 from rawdev.raw import Mosaic
 
 QUAD_MODES = ("bin", "remosaic")
@@ -54,30 +55,6 @@ def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
     if mosaic.wb_daylight is None:
         raise NormalizeError("the file records no daylight white balance; use --wb camera or R,G,B")
     return mosaic.wb_daylight
-
-
-@dataclass(frozen=True)
-class NoiseModel:
-    """Sensor noise as variance = shot * x + read, x the signal in [0, 1] of the sensor's range
-    (black to white, before white balance): the DNG NoiseProfile's S and O."""
-
-    shot: float
-    read: float
-
-    def scaled(self, factor: float) -> NoiseModel:
-        """The model of an average of ``1 / factor`` independent samples (binning: 0.25)."""
-        return NoiseModel(self.shot * factor, self.read * factor)
-
-
-def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0) -> np.ndarray:
-    """Noise standard deviation of each packed sample, in the units of the white-balanced input:
-    ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength."""
-    g = np.asarray(gains, np.float32)
-    var = np.maximum(planes, 0.0) * (np.float32(noise.shot) * g) + np.float32(noise.read) * g * g
-    sigma = np.sqrt(var, dtype=np.float32)
-    if strength != 1.0:
-        sigma *= np.float32(strength)
-    return sigma
 
 
 class PackedSource:
@@ -161,7 +138,7 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
             noise = noise.scaled(0.25)
         # Quantization adds a uniform error of one raw step.
         step = 1.0 / max(white - float(np.mean(black)), 1.0)
-        noise = NoiseModel(noise.shot, noise.read + step * step / 12)
+        noise = NoiseModel(noise.shot, noise.read + step * step / 12, noise.source)
     else:
         noise = None
     source = PackedSource(canonical_data, black, white, gains, contract.sites, clip,

@@ -137,10 +137,6 @@ class Unprocessor:
                          noise.astype(np.float32), float(shot), float(read))
 
 
-# The contract of a network told the noise level, with the input kept below black.
-NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no", "variant": "noise"}
-
-
 def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndarray,
                   cfa: cfa_mod.CFA | None = None, noise: tuple[float, float] | None = None,
                   strength: float = 1.0) -> np.ndarray:
@@ -148,8 +144,9 @@ def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndar
     white balance, clip, Quad-Bayer binning, canonical packing), so training sees exactly the
     input that development will give it. ``noise`` (shot, read) asks for the noise-aware
     contract: sigma planes scaled by ``strength`` and no clip below black."""
-    from rawdev.model import ModelContract
-    from rawdev.normalize import NoiseModel, prepare
+    from rawdev.model import NOISE_CONTRACT, ModelContract
+    from rawdev.noise import NoiseModel
+    from rawdev.normalize import prepare
     from rawdev.raw import Mosaic
 
     cfa = cfa or RGGB
@@ -158,7 +155,7 @@ def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndar
                     wb_camera=gains / gains[1])
     if noise is None:
         return prepare(mosaic, ModelContract(), wb="camera", quad="bin").source[:, :]
-    return prepare(mosaic, ModelContract(**NOISE_CONTRACT), wb="camera", quad="bin",
+    return prepare(mosaic, ModelContract(variant="noise", **NOISE_CONTRACT), wb="camera", quad="bin",
                    noise=NoiseModel(*noise), strength=strength).source[:, :]
 
 
