@@ -114,23 +114,33 @@ def estimate_noise(data: np.ndarray, period: int, black: np.ndarray, white: floa
     if not xs_all:
         return NoiseModel(0.0, 0.0, "estimated")
     x, v = np.concatenate(xs_all), np.concatenate(vs_all)
-    keep = (x < ESTIMATE_MAX_SIGNAL) & (x > -0.01)
+    keep = (x < ESTIMATE_MAX_SIGNAL) & (x > -0.01) & (v > 0)  # v = 0: clipped at white
     x, v = x[keep], v[keep]
     if x.size < 4 * MIN_BLOCKS:
         return NoiseModel(0.0, 0.0, "estimated")
     ratio = _quantile_ratio()
     edges = np.unique(np.quantile(x, np.linspace(0, 1, ESTIMATE_BINS + 1)))
     which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
-    xs, vs, ns = [], [], []
-    for b in range(len(edges) - 1):
-        sel = which == b
-        n = int(np.count_nonzero(sel))
-        if n < MIN_BLOCKS:
-            continue
-        xs.append(float(np.mean(np.maximum(x[sel], 0.0))))
-        vs.append(float(np.quantile(v[sel], BLOCK_QUANTILE)) / ratio)
-        ns.append(n)
-    return _fit_line(np.array(xs), np.array(vs), np.array(ns, np.float64))
+    model = NoiseModel(0.0, 1.0)  # the first pass treats every bin's noise as flat
+    for _ in range(2):
+        # Within a bin the noise still grows with the signal: the decile is taken of variances
+        # divided by the previous pass's model, then scaled back at the bin's mean signal.
+        expected = np.maximum(model.shot * np.maximum(x, 0.0) + model.read, 1e-20)
+        xs, vs, ns = [], [], []
+        for b in range(len(edges) - 1):
+            sel = which == b
+            n = int(np.count_nonzero(sel))
+            if n < MIN_BLOCKS:
+                continue
+            level = float(np.mean(np.maximum(x[sel], 0.0)))
+            xs.append(level)
+            vs.append(float(np.quantile(v[sel] / expected[sel], BLOCK_QUANTILE)) / ratio
+                      * max(model.shot * level + model.read, 1e-20))
+            ns.append(n)
+        model = _fit_line(np.array(xs), np.array(vs), np.array(ns, np.float64))
+        if model.shot <= 0 and model.read <= 0:
+            break
+    return model
 
 
 def _fit_line(x: np.ndarray, v: np.ndarray, n: np.ndarray) -> NoiseModel:
