@@ -179,11 +179,13 @@ def bilinear_demosaic(mosaic: np.ndarray) -> np.ndarray:
     return out[1:-1, 1:-1]
 
 
-def demosaic_difficulty(srgb: np.ndarray) -> float:
-    """How badly bilinear demosaicking fails on a crop (mean absolute error): a cheap measure
-    of moire, fine texture and saturated edges for hard-patch mining."""
-    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
-    img = srgb[:h, :w]
+def demosaic_difficulty(srgb: np.ndarray, window: int = 64) -> float:
+    """How badly bilinear demosaicking fails on the central ``window`` pixels of a crop (mean
+    absolute error): a cheap measure of moire, fine texture and saturated edges for hard-patch
+    mining."""
+    h, w = min(srgb.shape[0], window) // 2 * 2, min(srgb.shape[1], window) // 2 * 2
+    y0, x0 = (srgb.shape[0] - h) // 4 * 2, (srgb.shape[1] - w) // 4 * 2
+    img = srgb[y0 : y0 + h, x0 : x0 + w]
     return float(np.mean(np.abs(bilinear_demosaic(cfa_mod.mosaic(img, RGGB)) - img)))
 
 
@@ -210,7 +212,8 @@ class TrainingData:
 
     def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1,
                  noise_input: bool = False, strength_fraction: float = 0.15, clean_fraction: float = 0.05,
-                 hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None):
+                 hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None,
+                 flat_fraction: float = 0.0, dark_fraction: float = 0.0):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
         keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= 2 * patch]
@@ -224,11 +227,38 @@ class TrainingData:
         self.clean_fraction = clean_fraction
         self.hard_fraction = hard_fraction
         self.hard_candidates = hard_candidates
+        self.flat_fraction = flat_fraction
+        self.dark_fraction = dark_fraction
         self.unprocessor = Unprocessor(seed)
         self.rng = self.unprocessor.rng
 
+    def flat_field(self, size: int | None = None) -> np.ndarray:
+        """A flat colour patch, half the time with a gentle gradient or a straight edge to a
+        second colour: where a network's mean colour must come back exactly."""
+        p = size or self.patch
+        colour = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
+        img = np.broadcast_to(colour, (p, p, 3)).astype(np.float32).copy()
+        kind = self.rng.integers(3)
+        if kind == 1:
+            y, x = np.mgrid[0:p, 0:p] / p
+            slope = self.rng.uniform(-0.15, 0.15, (2, 3))
+            img += (y[..., None] * slope[0] + x[..., None] * slope[1]).astype(np.float32)
+        elif kind == 2:
+            cut = self.rng.integers(p // 4, 3 * p // 4)
+            img[:, cut:] = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
+        return np.clip(img, 0.0, 1.0)
+
+    def brightness(self) -> float:
+        """Scene brightness: around 1, or with probability ``dark_fraction`` 0 to 6 stops under."""
+        if self.rng.uniform() < self.dark_fraction:
+            return float(2.0 ** -self.rng.uniform(0.0, 6.0))
+        return float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6))
+
     def hard_crop(self, size: int | None = None) -> np.ndarray:
-        """A crop, or with probability ``hard_fraction`` the hardest to demosaic of several."""
+        """A crop, or with probability ``hard_fraction`` the hardest to demosaic of several (or,
+        with probability ``flat_fraction``, a flat field)."""
+        if self.flat_fraction and self.rng.uniform() < self.flat_fraction:
+            return self.flat_field(size)
         if self.rng.uniform() >= self.hard_fraction:
             return self.crop(size)
         crops = [self.crop(size) for _ in range(self.hard_candidates)]
@@ -266,7 +296,7 @@ class TrainingData:
             bits=int(self.rng.choice([10, 12, 14])),
             black_fraction=float(self.rng.choice([0.0, 1 / 64, 1 / 16])),
             inverse_tone=bool(self.rng.uniform() < 0.5),
-            brightness=float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6)),
+            brightness=self.brightness(),
         )
         target = np.clip(cap.linear_cam, 0.0, 1.0)
         if not self.noise_input:
