@@ -59,6 +59,7 @@ class ModelSpec:
     white_balance: str = "before"
     training_data: str = ""
     steps: int = 0
+    noise_max_shot: str = ""
 
 
 def _tf():
@@ -101,8 +102,18 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         normalization="mai" if paired else "black-white",
         white_balance="none" if paired else "before",
         training_data=_training_data(config),
+        noise_max_shot=_noise_max_shot(config),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _noise_max_shot(config: dict) -> str:
+    """The top of a noise-aware run's shot-noise range, as the contract records it."""
+    if config.get("variant") != "noise":
+        return ""
+    from rawdev.train.synth import SHOT_RANGE
+
+    return repr(float(config.get("max_shot") or SHOT_RANGE[1]))
 
 
 def _training_data(config: dict) -> str:
@@ -655,7 +666,7 @@ def convert_checkpoint(
         output_space=spec.output_space,
         scale=2, width=spec.width, variant=spec.variant, version=__version__,
         training_data=spec.training_data, steps=spec.steps, weights_sha256=digest,
-        **(NOISE_CONTRACT if spec.variant == "noise" else {}),
+        **(NOISE_CONTRACT if spec.variant == "noise" else {}), noise_max_shot=spec.noise_max_shot,
     )
     write_contract(proto, contract)
     proto.producer_name = "rawdev convert-weights"

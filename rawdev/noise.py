@@ -38,15 +38,30 @@ class NoiseModel:
         return float(np.sqrt(max(self.shot * x + self.read, 0.0)))
 
 
-def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0) -> np.ndarray:
+def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0,
+                ceiling: NoiseModel | None = None) -> np.ndarray:
     """Noise standard deviation of each packed sample, in the units of the white-balanced input:
-    ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength."""
+    ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength, and at most
+    the ``ceiling`` model's (the noisiest a model was trained on)."""
     g = np.asarray(gains, np.float32)
-    var = np.maximum(planes, 0.0) * (np.float32(noise.shot) * g) + np.float32(noise.read) * g * g
-    sigma = np.sqrt(var, dtype=np.float32)
+    signal = np.maximum(planes, 0.0)
+
+    def sigma_of(model: NoiseModel) -> np.ndarray:
+        var = signal * (np.float32(model.shot) * g) + np.float32(model.read) * g * g
+        return np.sqrt(var, dtype=np.float32)
+
+    sigma = sigma_of(noise)
     if strength != 1.0:
         sigma *= np.float32(strength)
+    if ceiling is not None:
+        np.minimum(sigma, sigma_of(ceiling), out=sigma)
     return sigma
+
+
+def trained_ceiling(max_shot: float) -> NoiseModel:
+    """The noisiest model of the training data: shot ``max_shot`` with the read level tied to it
+    (rawdev.train.synth.read_level, Brooks et al.'s fit), doubled for its spread."""
+    return NoiseModel(max_shot, 2.0 * float(np.exp(2.18 * np.log(max_shot) + 1.20)), "trained")
 
 
 def _bands(plane: np.ndarray, rows: int = ESTIMATE_ROWS, band: int = 64) -> list[np.ndarray]:

@@ -50,6 +50,7 @@ class TrainConfig:
     balance_sets: bool = False  # each sub-folder of a training folder drawn equally often
     flat_fraction: float = 0.0  # share of flat colour fields (mean colour must come back)
     dark_fraction: float = 0.0  # share of scenes 0-6 stops under the usual brightness
+    max_shot: float | None = None  # top of the shot-noise range (default synth.SHOT_RANGE[1])
 
     @property
     def noise_input(self) -> bool:
@@ -383,7 +384,8 @@ def _batch_source(config: TrainConfig, step: int):
             raise FileNotFoundError(f"no training photographs under {config.train_dirs}")
         data = TrainingData(images, config.patch, seed=config.seed + step, noise_input=config.noise_input,
                             hard_fraction=config.hard_fraction, weights=weights if config.balance_sets else None,
-                            flat_fraction=config.flat_fraction, dark_fraction=config.dark_fraction)
+                            flat_fraction=config.flat_fraction, dark_fraction=config.dark_fraction,
+                            **({"max_shot": config.max_shot} if config.max_shot else {}))
 
     def make():
         b = data.batch(config.batch)

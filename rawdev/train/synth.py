@@ -88,8 +88,10 @@ class RawSample:
 class Unprocessor:
     """Random unprocessing with its own generator (reproducible with a seed)."""
 
-    def __init__(self, seed: int = 0, cameras: list[dict] | None = None, low_noise_bias: float = 1.5):
+    def __init__(self, seed: int = 0, cameras: list[dict] | None = None, low_noise_bias: float = 1.5,
+                 max_shot: float = SHOT_RANGE[1]):
         self.rng = np.random.default_rng(seed)
+        self.max_shot = max_shot
         self.xyz_to_cams = np.array([c["xyz_to_cam"] for c in (cameras or camera_bank())], np.float64)
         self.low_noise_bias = low_noise_bias
 
@@ -99,7 +101,7 @@ class Unprocessor:
         return np.tensordot(weights, self.xyz_to_cams, axes=1)
 
     def random_shot(self) -> float:
-        lo, hi = np.log(SHOT_RANGE[0]), np.log(SHOT_RANGE[1])
+        lo, hi = np.log(SHOT_RANGE[0]), np.log(self.max_shot)
         return float(np.exp(lo + (hi - lo) * self.rng.uniform() ** self.low_noise_bias))
 
     def random_wb(self) -> np.ndarray:
@@ -179,6 +181,22 @@ def bilinear_demosaic(mosaic: np.ndarray) -> np.ndarray:
     return out[1:-1, 1:-1]
 
 
+STRONGER_BLUR = 1.0  # pixels of Gaussian blur per unit of denoising strength above 1
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of (H, W, C) with reflected edges (identity for sigma ~ 0)."""
+    if sigma < 0.05:
+        return image
+    r = max(int(np.ceil(3 * sigma)), 1)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
+    k /= k.sum()
+    out = np.pad(image, ((r, r), (0, 0), (0, 0)), mode="reflect")
+    out = sum(k[i] * out[i : i + image.shape[0]] for i in range(2 * r + 1))
+    out = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="reflect")
+    return sum(k[i] * out[:, i : i + image.shape[1]] for i in range(2 * r + 1)).astype(np.float32)
+
+
 def demosaic_difficulty(srgb: np.ndarray, window: int = 64) -> float:
     """How badly bilinear demosaicking fails on the central ``window`` pixels of a crop (mean
     absolute error): a cheap measure of moire, fine texture and saturated edges for hard-patch
@@ -203,9 +221,11 @@ class TrainingData:
     """Random crops of photographs turned into (packed, target) batches.
 
     With ``noise_input`` the samples follow the noise-aware contract: the sigma planes come
-    with the input; ``strength_fraction`` of them are told a random strength s in [0, 1] of
-    their true noise and must keep the rest of the grain (target: clean + (1 - s) x the grain
-    as bilinear demosaicking shows it), which is what ``--denoise S`` asks for;
+    with the input; ``strength_fraction`` of them are told a random strength s in [0, 2] times
+    their true noise: below 1 they must keep the rest of the grain (target: clean + (1 - s) x
+    the grain as bilinear demosaicking shows it), above 1 they must smooth more (target: the
+    clean image through a Gaussian of (s - 1) * ``STRONGER_BLUR`` pixels), which is what
+    ``--denoise S`` asks for;
     ``clean_fraction`` are noise-free. ``hard_fraction`` of the crops are the hardest to
     demosaic of ``hard_candidates`` random ones (demosaicnet's hard-patch mining).
     """
@@ -213,7 +233,7 @@ class TrainingData:
     def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1,
                  noise_input: bool = False, strength_fraction: float = 0.15, clean_fraction: float = 0.05,
                  hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None,
-                 flat_fraction: float = 0.0, dark_fraction: float = 0.0):
+                 flat_fraction: float = 0.0, dark_fraction: float = 0.0, max_shot: float = SHOT_RANGE[1]):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
         keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= 2 * patch]
@@ -229,7 +249,7 @@ class TrainingData:
         self.hard_candidates = hard_candidates
         self.flat_fraction = flat_fraction
         self.dark_fraction = dark_fraction
-        self.unprocessor = Unprocessor(seed)
+        self.unprocessor = Unprocessor(seed, max_shot=max_shot)
         self.rng = self.unprocessor.rng
 
     def flat_field(self, size: int | None = None) -> np.ndarray:
@@ -304,9 +324,12 @@ class TrainingData:
         else:
             strength = 1.0
             if not quad and self.rng.uniform() < self.strength_fraction:
-                strength = float(self.rng.uniform())
-                grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
-                target = target + (1.0 - strength) * grain
+                strength = float(self.rng.uniform(0.0, 2.0))
+                if strength < 1.0:
+                    grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
+                    target = target + (1.0 - strength) * grain
+                else:
+                    target = gaussian_blur(target, (strength - 1.0) * STRONGER_BLUR)
             packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa, (cap.shot, cap.read), strength)
         if quad:
             target = target.reshape(self.patch, 2, self.patch, 2, 3).mean(axis=(1, 3))
