@@ -181,3 +181,19 @@ def test_denoise_strength_reaches_the_model_and_scales_what_it_is_told(noisy_dng
                                "--look", "neutral", "--exposure", "0"])
     assert auto.exit_code == 0, auto.output
     assert float(tifffile.imread(tmp_path / "auto" / "noisy.tif").astype(np.float64).mean()) == means[2]
+
+
+def test_the_noise_told_is_capped_at_the_noisiest_the_model_was_trained_on():
+    from rawdev.noise import trained_ceiling
+
+    raw = np.random.default_rng(1).integers(300, 4000, (16, 16)).astype(np.uint16)
+    capped = ModelContract(variant="noise", noise_max_shot="0.01", **NOISE_CONTRACT)
+    noise = NoiseModel(5e-3, 1e-5)
+    told = prepare(_mosaic(raw), capped, noise=noise, strength=4.0).source[:, :]
+    free = prepare(_mosaic(raw), NOISE_AWARE, noise=noise, strength=4.0).source[:, :]
+    ceiling = noise_sigma(told[..., :4], np.array([2.0, 1.0, 1.0, 1.5]), trained_ceiling(0.01))
+    np.testing.assert_allclose(told[..., 4:], np.minimum(free[..., 4:], ceiling), rtol=1e-5)
+    assert (told[..., 4:] < free[..., 4:]).any()
+    weak = prepare(_mosaic(raw), capped, noise=noise, strength=0.5).source[:, :]
+    np.testing.assert_allclose(weak[..., 4:], 0.5 * prepare(_mosaic(raw), capped, noise=noise).source[:, :][..., 4:],
+                               rtol=1e-5)

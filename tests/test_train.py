@@ -257,3 +257,16 @@ def test_lowpass_colour_term_sees_a_colour_cast_that_averages_out_per_pixel_nois
     noisy = target + tf.constant(rng.choice([-0.05, 0.05], (1, 32, 32, 3)).astype(np.float32))
     cast = target + tf.constant([0.0, 0.05, 0.0])
     assert float(lowpass_colour(noisy, target, True)) < 0.5 * float(lowpass_colour(cast, target, True))
+
+
+def test_stronger_than_one_targets_are_blurred_and_keep_the_mean():
+    from rawdev.train.synth import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 40, 3)).astype(np.float32)
+    np.testing.assert_array_equal(gaussian_blur(img, 0.0), img)
+    soft, softer = gaussian_blur(img, 0.5), gaussian_blur(img, 1.0)
+    assert img.std() > soft.std() > softer.std()
+    assert abs(softer.mean() - img.mean()) < 0.01
+    flat = np.full((20, 20, 3), 0.4, np.float32)
+    np.testing.assert_allclose(gaussian_blur(flat, 1.5), flat, atol=1e-6)
