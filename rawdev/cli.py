@@ -68,6 +68,7 @@ def develop(
     white: opts.White = None,
     tile: opts.Tile = "auto",
     overlap: opts.Overlap = 16,
+    denoise: opts.Denoise = "auto",
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
     decode_timeout: float = typer.Option(120.0, "--decode-timeout",
@@ -94,7 +95,7 @@ def develop(
     if not decode_timeout > 0:  # also refuses nan
         raise usage_error(f"--decode-timeout {decode_timeout:g}: give a number of seconds above 0")
     try:
-        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits)
+        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits, denoise)
         cfa_override = opts.cfa_option(cfa)
         opts.check_values(threads, black, white)
         model_path = resolve_model(model)  # a shipped model is checked against its sha256 here
@@ -122,9 +123,13 @@ def develop(
     try:
         if ray is None:
             session = open_session(model_path, device, threads, spinning=len(jobs) <= 1)
+            opts.check_denoise(options, session.contract, session.path)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
+            from rawdev.model import read_contract
+
+            opts.check_denoise(options, read_contract(model_path), model_path)
             pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
-    except (ContractError, DeviceUnavailable, ClusterUnavailable) as exc:
+    except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
     err.print(opts.session_line(session) if pool is None else pool.describe())
     where = output if output is not None else "beside each input"

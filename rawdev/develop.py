@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rawdev.color import LOOKS, Rendering, render_to_int
+from rawdev.noise import NoiseModel, estimate_noise
 from rawdev.normalize import QUAD_MODES, Prepared, parse_wb, prepare
 from rawdev.raw import Mosaic
 from rawdev.session import ModelSession
@@ -19,6 +20,7 @@ DEFAULT_OVERLAP = 16
 AUTO_EXPOSURE_PERCENTILE = 99.0  # LibRaw's auto-bright: 1% of pixels may clip
 AUTO_EXPOSURE_MAX_EV = 6.0
 MAX_EXPOSURE_EV = 16.0  # a 16-bit image holds 16 stops: beyond this every pixel is black or white
+MAX_DENOISE = 4.0
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class DevelopOptions:
     bits: int = 16
     tile: int | None = None  # packed samples; None = auto
     overlap: int = DEFAULT_OVERLAP
+    denoise: str = "auto"  # "auto" (the sensor's noise) or a strength S: 0 keeps the grain, 2 is stronger
 
     def __post_init__(self):
         if self.look not in LOOKS:
@@ -58,6 +61,21 @@ class DevelopOptions:
             if not abs(ev) <= MAX_EXPOSURE_EV:  # also refuses nan and inf
                 raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV "
                                  f"from -{MAX_EXPOSURE_EV:g} to {MAX_EXPOSURE_EV:g}")
+        self.denoise_strength  # noqa: B018 (a usage error before any file is read)
+
+    @property
+    def denoise_strength(self) -> float:
+        """The factor on the sensor's noise level told to a noise-aware model (auto: 1)."""
+        if self.denoise == "auto":
+            return 1.0
+        try:
+            strength = float(self.denoise)
+        except ValueError:
+            strength = float("nan")
+        if not 0.0 <= strength <= MAX_DENOISE:  # also refuses nan
+            raise ValueError(f"--denoise {self.denoise!r}: give auto or a strength from 0 (keep the grain) "
+                             f"through 1 (the sensor's noise) to {MAX_DENOISE:g}")
+        return strength
 
 
 @dataclass
@@ -69,6 +87,7 @@ class Developed:
     wb_gains: np.ndarray
     tiles: int
     tile_shape: tuple[int, int]
+    noise: NoiseModel | None = None  # the noise level told to a noise-aware model
 
 
 def auto_exposure_ev(prepared: Prepared, cam_to_srgb: np.ndarray, stride: int = 4) -> float:
@@ -101,7 +120,8 @@ def develop_mosaic(
     """Develop one mosaic into an (H, W, 3) integer sRGB image at the mosaic's resolution
     (half of it per axis for binned Quad-Bayer)."""
     contract = model.contract
-    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer)
+    noise = sensor_noise(mosaic) if contract.noise_input == "sigma-planes" else None
+    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer, noise, options.denoise_strength)
     cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
     linear = contract.output_space == "linear"
     if not linear:
@@ -136,4 +156,11 @@ def develop_mosaic(
             target[...] = render_to_int(pixels, rendering, peak)
         else:
             target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
-    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape)
+    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, noise)
+
+
+def sensor_noise(mosaic: Mosaic) -> NoiseModel:
+    """The file's NoiseProfile, else an estimate from the mosaic itself."""
+    if mosaic.noise_profile is not None:
+        return mosaic.noise_profile
+    return estimate_noise(mosaic.data, mosaic.cfa.period, mosaic.black, mosaic.white)

@@ -64,11 +64,12 @@ PHOTOMETRIC_CFA = 32803
 D65 = 21
 
 # TIFF field types.
-BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL = 1, 2, 3, 4, 5, 7, 10
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL, DOUBLE = 1, 2, 3, 4, 5, 7, 10, 12
+NOISE_PROFILE = 51041
 WORD_TYPES = {SHORT, LONG, 8, 9, 13, 16, 17, 18}  # (S)SHORT, (S)LONG, IFD, (S)LONG8, IFD8
 INTEGER_TYPES = WORD_TYPES | {BYTE, 6, UNDEFINED}  # and (S)BYTE, UNDEFINED: what CFAPattern may be
 TYPE_NAMES = {BYTE: "BYTE", ASCII: "ASCII", SHORT: "SHORT", LONG: "LONG", RATIONAL: "RATIONAL",
-              UNDEFINED: "UNDEFINED", SRATIONAL: "SRATIONAL", 11: "FLOAT", 12: "DOUBLE"}
+              UNDEFINED: "UNDEFINED", SRATIONAL: "SRATIONAL", 11: "FLOAT", DOUBLE: "DOUBLE"}
 TAG_NAMES = {NEW_SUBFILE_TYPE: "NewSubfileType", 262: "PhotometricInterpretation",
              CFA_REPEAT_PATTERN_DIM: "CFARepeatPatternDim", CFA_PATTERN: "CFAPattern",
              CFA_PLANE_COLOR: "CFAPlaneColor", CALIBRATION_ILLUMINANT_1: "CalibrationIlluminant1",
@@ -151,6 +152,7 @@ def write_dng(
     lens: str | None = None,
     bits_per_sample: int = 16,
     compress: bool = False,
+    noise_profile: tuple[float, float] | None = None,
 ) -> None:
     """Write a CFA mosaic as a DNG.
 
@@ -163,6 +165,7 @@ def write_dng(
     AsShotNeutral is their reciprocal normalized to G = 1. ``datetime`` is "YYYY:MM:DD HH:MM:SS".
     ``compress=True`` stores one lossless-JPEG strip (Compression 7) instead of uncompressed
     data. Only 16-bit storage is written (the levels say how many bits are used).
+    ``noise_profile`` (S, O) is written as NoiseProfile: variance = S x + O, x in [0, 1].
     """
     import tifffile
 
@@ -209,6 +212,8 @@ def write_dng(
         (CALIBRATION_ILLUMINANT_1, SHORT, 1, D65, True),
         (AS_SHOT_NEUTRAL, RATIONAL, 3, _rationals(neutral), True),
     ]
+    if noise_profile is not None:
+        tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in noise_profile), True))
     capture = _capture_tags(datetime, exposure_time, f_number, iso, focal_length, lens)
     # The capture tags go into IFD0 (the DNG specification allows EXIF tags there) and, because
     # LibRaw reads ISOSpeedRatings only from an EXIF IFD, into an EXIF IFD as well.
@@ -461,3 +466,29 @@ def read_dng_color_matrices(path) -> list[tuple[int, np.ndarray]]:
             if out:
                 return out
     return []
+
+
+def read_dng_noise_profile(path) -> tuple[float, float] | None:
+    """(S, O) of a DNG's NoiseProfile (variance = S x + O; the mean over the CFA planes when it
+    gives one pair per plane), or None: no such tag, not TIFF-based, or values that are not a
+    noise model (negative or not finite)."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(Path(path))
+    except (tifffile.TiffFileError, ValueError, struct.error, OSError):
+        return None
+    with tif:
+        for page in _all_pages(tif):
+            tag = page.tags.get(NOISE_PROFILE)
+            if tag is None:
+                continue
+            try:
+                values = np.asarray(tag.value, np.float64).ravel()
+            except (TypeError, ValueError):
+                return None
+            if values.size < 2 or values.size % 2 or not np.all(np.isfinite(values)) or np.any(values < 0):
+                return None
+            pairs = values.reshape(-1, 2)
+            return float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
+    return None

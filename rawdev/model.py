@@ -27,6 +27,8 @@ PACKINGS = {
 NORMALIZATIONS = ("black-white", "mai")
 OUTPUT_SPACES = ("linear", "srgb")
 NOISE_INPUTS = ("none", "sigma-planes")
+# What the contract of a noise-aware network (train variant "noise") says beyond the defaults.
+NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no"}
 
 
 class ContractError(ValueError):
@@ -58,6 +60,9 @@ class ModelContract:
     # "yes": input below the black level is clipped to 0 (the older models were trained so);
     # "no": it is kept, so the noise around black averages to the true level.
     clip_below_black: str = "yes"
+    # The noisiest shot level a noise-aware model was trained on (text; "" = not recorded): the
+    # noise it is told is capped there, so a strong --denoise never asks for more than it knows.
+    noise_max_shot: str = ""
 
     def __post_init__(self):
         if self.packing not in PACKINGS:
@@ -70,6 +75,12 @@ class ModelContract:
             raise ContractError(f"output_space {self.output_space!r} is not one of {OUTPUT_SPACES}")
         if self.noise_input not in NOISE_INPUTS:
             raise ContractError(f"noise_input {self.noise_input!r} is not one of {NOISE_INPUTS}")
+        if self.noise_max_shot:
+            try:
+                if not float(self.noise_max_shot) > 0:
+                    raise ValueError
+            except ValueError:
+                raise ContractError(f"noise_max_shot {self.noise_max_shot!r} is not a positive number") from None
         if self.clip_below_black not in ("yes", "no"):
             raise ContractError(f"clip_below_black {self.clip_below_black!r} must be 'yes' or 'no'")
 

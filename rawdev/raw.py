@@ -10,6 +10,7 @@ import numpy as np
 
 from rawdev import cfa as cfa_mod
 from rawdev.color import cam_to_srgb_matrix
+from rawdev.noise import NoiseModel
 from rawdev.output import CaptureInfo
 
 RAW_SUFFIXES = {
@@ -70,6 +71,7 @@ class Mosaic:
     info: CaptureInfo = field(default_factory=CaptureInfo)
     source: Path | None = None
     normalization: str = "black-white"  # or "mai": no black level, divide by 4*255
+    noise_profile: NoiseModel | None = None  # the file's own noise model (DNG NoiseProfile)
 
     @property
     def megapixels(self) -> float:
@@ -154,7 +156,17 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
         cam_to_srgb=_colour_matrix(raw),
         info=_capture_info(path, raw),
         source=path,
+        noise_profile=_noise_profile(path),
     )
+
+
+def _noise_profile(path: Path) -> NoiseModel | None:
+    from rawdev.dng import read_dng_noise_profile
+
+    if path.suffix.lower() != ".dng":
+        return None
+    profile = read_dng_noise_profile(path)
+    return NoiseModel(*profile, source="NoiseProfile") if profile is not None else None
 
 
 ZERO_FILLED_FRACTION = 0.01  # real sensors: dead pixels, well under 0.1 %
