@@ -242,7 +242,7 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
     run: Callable[..., np.ndarray] = postprocess
     if name == "libraw-ahd+bm3d":
         def run(dng: Path, noise: tuple[float, float]) -> np.ndarray:
-            return bm3d_on_ahd(postprocess(dng), dng, noise, quad)
+            return bm3d_on_ahd(postprocess, dng, noise, quad)
 
     shown = {k: (v.name if hasattr(v, "name") else v) for k, v in params.items()}
     description = f"LibRaw {what} through rawpy postprocess({shown})"
@@ -251,8 +251,12 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
             ": linear white-balanced camera RGB, denoised by BM3D (bm3d package, its low-complexity profile "
             "BM3DProfileLC, colour mode 'opp') after a generalized Anscombe transform per channel from the "
             "capture's noise model (variance = shot x + read, x before white balance, read with the raw step's "
-            "quantization; in channel c: shot g_c v + read g_c^2), sigma 1, the closed-form unbiased inverse, "
-            "then rendered by rawdev.color (file's colour matrix, 0 EV, sRGB, look neutral)"
+            "quantization; in channel c: shot g_c v + read g_c^2), with the noise power spectrum this "
+            "transform leaves on a flat grey field of that noise developed by the same AHD "
+            f"({peers.FLAT_FIELD} px, linear {peers.FLAT_GREY} after white balance; autocovariance over "
+            f"+-{peers.PSD_LAGS} px: AHD leaves the noise correlated), the closed-form unbiased inverse, then "
+            "rendered by rawdev.color (file's colour matrix, 0 EV, sRGB, look neutral); the flat field is part "
+            "of the time"
             + ("; the binned mosaic's noise is a quarter of the photosites'" if quad == "bin" else ""))
     prepare = None
     if quad:
@@ -268,19 +272,35 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
                   noise=name == "libraw-ahd+bm3d")
 
 
-def bm3d_on_ahd(ahd16: np.ndarray, dng: Path, noise: tuple[float, float], quad: str | None) -> np.ndarray:
-    """LibRaw's linear camera-RGB output of ``dng`` denoised by ``peers.bm3d_linear`` and rendered
-    to 16-bit sRGB as the pipeline renders; ``noise`` is the capture's (shot, read)."""
+def bm3d_on_ahd(postprocess: Callable[[Path], np.ndarray], dng: Path, noise: tuple[float, float],
+                quad: str | None) -> np.ndarray:
+    """LibRaw's linear camera-RGB output (``postprocess``) of ``dng`` denoised by
+    ``peers.bm3d_linear`` and rendered to 16-bit sRGB as the pipeline renders; ``noise`` is the
+    capture's (shot, read). BM3D's noise spectrum is measured on a flat field of that noise developed
+    by the same ``postprocess`` (``peers.flat_field_noise``)."""
     from rawdev.color import Rendering
+    from rawdev.dng import read_dng_color_matrices, write_dng
     from rawdev.raw import read_mosaic
 
     mosaic = read_mosaic(dng)
-    if mosaic.wb_camera is None or mosaic.cam_to_srgb is None:
+    matrices = read_dng_color_matrices(dng)
+    if mosaic.wb_camera is None or mosaic.cam_to_srgb is None or not matrices:
         raise ValueError(f"{dng.name}: no camera white balance or colour matrix")
     shot, read = noise
     if quad == "bin":  # the mean of 4 photosites
         shot, read = shot / 4, read / 4
-    rgb = peers.bm3d_linear(ahd16.astype(np.float32) / np.float32(65535), mosaic.wb_camera, shot, read)
+    gains = mosaic.wb_camera
+
+    def develop_flat(raw: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="rawdev-flat-") as tmp:
+            flat = Path(tmp) / "flat.dng"
+            write_dng(flat, raw, mosaic.cfa, black=mosaic.black.ravel().tolist(), white=int(mosaic.white),
+                      xyz_to_cam=matrices[0][1], wb_gains=gains)
+            return postprocess(flat).astype(np.float32) / np.float32(65535)
+
+    flat = peers.flat_field_noise(develop_flat, mosaic.cfa, float(np.mean(mosaic.black)), mosaic.white,
+                                  gains, shot, read)
+    rgb = peers.bm3d_linear(postprocess(dng).astype(np.float32) / np.float32(65535), gains, shot, read, flat)
     return render_16bit(rgb, Rendering(mosaic.cam_to_srgb, exposure_ev=0.0, look="neutral"))
 
 
