@@ -59,6 +59,19 @@ FLAT_GREY = 0.18  # its linear, white-balanced level
 FLAT_SEED = 12345
 
 
+def versions() -> dict[str, str | None]:
+    """Installed versions of the peers' packages (None where absent)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in ("torch", "demosaicnet", "bm3d", "bm4d"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
 def unavailable(name: str) -> str | None:
     """Why row ``name`` cannot run here (a missing or broken import), or None when it can."""
     for module in NEEDS[name]:

@@ -90,6 +90,7 @@ QUAD_WORDS = {"bin": "2x2-binned", "remosaic": "remosaicked"}
 # for binning, whose mean of 4 sites is a multiple of 1/4; 1/8 LSB rounding for remosaic).
 QUAD_DNG_SCALE = 4
 RESULTS_KEY = "quality"
+SIMD_FLAGS = ("sse4", "avx", "fma", "amx", "asimd", "sve")  # the CPU flags the markdown lists
 MAC_COUNT_TILE = 256  # packed samples per side of the tile the rawdev rows' MACs are counted on
 # Settings two reports must share for one's rows to stand in the other (--reuse).
 REUSE_KEYS = ("images", "images_count", "crop", "bits", "black_fraction", "cfa", "inverse_tone", "brightness",
@@ -607,7 +608,9 @@ def conditions(report: dict) -> list[str]:
     code = report["code"]
     lines.append(f"run {report['finished']}, commit {str(code['commit'] or '?')[:12]}"
                  + (" (working tree modified)" if code["dirty"] else ""))
-    return lines + describe_machine(report["machine"], report["versions"])
+    simd = [f for f in report["machine"].get("cpu_flags", []) if f.startswith(SIMD_FLAGS)]
+    return lines + describe_machine(report["machine"], report["versions"]) + (
+        [f"CPU vector flags: {' '.join(simd)}"] if simd else [])
 
 
 def markdown(report: dict) -> str:
@@ -755,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no photographs ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}", file=sys.stderr)
         return 2
 
-    machine, versions = machine_info(), library_versions()
+    machine, versions = machine_info(), {**library_versions(), **peers.versions()}
     for line in describe_machine(machine, versions):
         say(line)
 
