@@ -626,7 +626,9 @@ def markdown(report: dict) -> str:
     lines += ["", *summary_table(report), ""]
     lines += [f"- {line}" for line in margins(report)]
     lines += ["", "## Methods", ""]
-    lines += [f"- **{m}**: {report['methods'][m]['description']}" for m in methods]
+    lines += [f"- **{m}**: {report['methods'][m]['description']}"
+              + (f" (rows reused from `{report['methods'][m]['reused_from']}`)" if "reused_from" in report["methods"][m]
+                 else "") for m in methods]
     lines += ["", "## Per image (PSNR / SSIM)", ""]
     names = [im["name"] for im in report["images"]]
     for lv in levels:

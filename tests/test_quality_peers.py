@@ -113,6 +113,7 @@ def test_reuse_takes_rows_of_the_same_captures_and_refuses_others(tmp_path):
         assert rows(second, m) == rows(first, m)
         assert "reused_from" in second["methods"][m]
     assert "reused_from" not in second["methods"]["menon2007"]
+    assert "(rows reused from `python benchmarks/quality.py" in (tmp_path / "second.md").read_text()
     assert len(second["per_image"]) == 3 * 2
     rc, _ = _run(tmp_path, images, *common, "--seed", "1", "--baselines", "bilinear",
                  "--reuse", str(tmp_path / "first.json"), name="third")
