@@ -18,13 +18,13 @@ without them; :func:`unavailable` says why a row cannot run.
   g_c, variance = alpha_c v + beta_c (alpha_c = shot g_c, beta_c = (read + q^2 / 12) g_c^2, q the
   raw step); the generalized Anscombe transform makes the sensor's noise unit-variance Gaussian,
   and the closed-form approximation of the exact unbiased inverse (Makitalo and Foi 2011/2013)
-  brings it back. AHD's interpolation leaves that noise spatially correlated (its variance drops
-  to 0.85-0.96 of the sensor's, but it is no longer white), so BM3D gets the noise's power
+  brings it back. AHD's interpolation leaves that noise spatially correlated (its standard
+  deviation drops to 0.85-0.96 of the sensor's, but it is no longer white), so BM3D gets the noise's power
   spectrum, not a sigma (the bm3d package is made for correlated noise: Makinen, Azzari and Foi
   2020): the autocovariance (11 x 11 lags) of the same noise on a flat grey field developed by
   the same AHD and stabilized the same way (:func:`flat_field_noise`, :func:`noise_psd`). On
   kodim03 and kodim19 that gave +0.2-0.4 dB at the low level, +0.9-1.4 dB at medium and
-  +1.4-1.9 dB at high over sigma 1 (and about what a hand-tuned sigma x 1.4 gives).
+  +1.4-1.9 dB at high over sigma 1 (0.2-0.5 dB short of a sigma x 1.4 hand-tuned on them at medium and high).
   Why this domain: BM3D assumes stationary Gaussian noise, and the noise here is
   signal-dependent; one sigma on the sRGB output over-smooths highlights or under-smooths the
   shadows (the sRGB curve multiplies read noise by 12.92 in the darkest tones).
