@@ -37,6 +37,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's feature flags (x86 'flags', ARM 'Features') from /proc/cpuinfo, as lscpu lists them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return []
+    for line in text.splitlines():
+        if line.split(":", 1)[0].strip() in ("flags", "Features") and ":" in line:
+            return line.split(":", 1)[1].split()
+    return []
+
+
 def memory_gib() -> float | None:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -68,6 +80,7 @@ def machine_info() -> dict:
         "machine": platform.machine(),
         "python": sys.version.split()[0],
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "memory_gib": memory_gib(),

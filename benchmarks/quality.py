@@ -23,6 +23,17 @@ Methods:
   DNG, with parameters that make its output the same linear-matrix + sRGB-transfer rendering (see
   LIBRAW_PARAMS and benchmarks/README.md for how that was checked). LibRaw cannot read a 4x4 CFA,
   so for Quad-Bayer it gets the pipeline's binned or remosaicked mosaic written as a Bayer DNG.
+- Peers (benchmarks/peers.py; optional packages, rows skipped with the reason when absent):
+  ``demosaicnet`` (Gharbi et al. 2016, its pretrained Bayer model) on the same normalized mosaic
+  as the colour-demosaicing rows, ``demosaicnet-srgb`` the same with the mosaic sRGB-encoded
+  before and decoded after (the domain it was trained in: 8-bit sRGB photographs), and
+  ``libraw-ahd+bm3d``: AHD's linear output denoised by BM3D from the capture's known noise model.
+
+Every row also reports its cost: GMAC per output megapixel (rawdev: the ONNX graph's non-zero
+weight taps, ``benchmarks.roofline.count_macs``; demosaicnet: its convolutions as they run,
+``benchmarks.peers.demosaicnet_records``; classical rows: not counted) and seconds per megapixel.
+``--reuse FILE`` takes the rows of methods already in a report of the same captures instead of
+running them (the expensive peers, when only a model changed).
 
 Quad-Bayer rows come in two kinds: ``[bin]`` (the default of ``rawdev develop``: 2x2 binning,
 half-resolution output), scored against the photograph box-averaged 2x2 in linear light and
@@ -51,6 +62,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks.common` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks import peers  # noqa: E402
 from benchmarks._measure import RESULTS_MD, sayer, update_results_md  # noqa: E402
 from benchmarks.common import (  # noqa: E402
     RESULTS,
@@ -69,6 +81,7 @@ BORDER = 8
 BITS = 12
 BLACK_FRACTION = 1 / 16
 BASELINES = ("bilinear", "malvar2004", "menon2007", "libraw-ahd", "libraw-ahd+median3", "libraw-ahd+fbdd")
+ROWS = (*BASELINES, *peers.PEERS)  # what --baselines chooses from (and its default)
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
 CFAS = {"bayer": "RGGB", "quad": "quad-RGGB"}  # --cfa -> the capture's pattern
 QUAD_MODES = ("bin", "remosaic")  # Quad-Bayer rows: rawdev develop --quad-bayer bin|remosaic
@@ -77,6 +90,11 @@ QUAD_WORDS = {"bin": "2x2-binned", "remosaic": "remosaicked"}
 # for binning, whose mean of 4 sites is a multiple of 1/4; 1/8 LSB rounding for remosaic).
 QUAD_DNG_SCALE = 4
 RESULTS_KEY = "quality"
+SIMD_FLAGS = ("sse4", "avx", "fma", "amx", "asimd", "sve")  # the CPU flags the markdown lists
+MAC_COUNT_TILE = 256  # packed samples per side of the tile the rawdev rows' MACs are counted on
+# Settings two reports must share for one's rows to stand in the other (--reuse).
+REUSE_KEYS = ("images", "images_count", "crop", "bits", "black_fraction", "cfa", "inverse_tone", "brightness",
+              "seed", "border")
 
 # LibRaw's rendering made equal to rawdev's neutral one (checked on noise-free captures: flat
 # fields come back within 1e-4 of the expected linear values, and the sRGB output equals the
@@ -107,15 +125,23 @@ class Method:
     """One row of the table: a name and a function from a DNG file to 16-bit sRGB (H, W, 3).
 
     ``quad`` is the Quad-Bayer mode the row takes (None for Bayer captures); ``prepare`` (untimed)
-    turns the capture's DNG into the file ``run`` reads, in a work folder."""
+    turns the capture's DNG into the file ``run`` reads, in a work folder. ``noise``: ``run``
+    takes the capture's noise model as a second argument, (shot, read) in sensor units with the
+    quantization in ``read``. ``macs_per_mp``: multiply-adds per output megapixel (None: not counted)."""
 
     name: str
     kind: str
     description: str
-    run: Callable[[Path], np.ndarray]
+    run: Callable[..., np.ndarray]
     info: dict = field(default_factory=dict)
     quad: str | None = None
     prepare: Callable[[Path, Path], Path] | None = None
+    noise: bool = False
+    macs_per_mp: float | None = None
+
+    def develop(self, dng: Path, noise: tuple[float, float]) -> np.ndarray:
+        """``run`` on a capture, given its noise model when the row takes one."""
+        return self.run(dng, noise) if self.noise else self.run(dng)
 
     @property
     def scale(self) -> int:
@@ -194,15 +220,18 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
     elif name == "libraw-ahd+fbdd":
         extra = {"fbdd_noise_reduction": rawpy.FBDDNoiseReductionMode.Full}
         what = "FBDD noise reduction (full), then AHD"
+    elif name == "libraw-ahd+bm3d":  # linear camera RGB out; denoised and rendered by run
+        extra = {"output_color": rawpy.ColorSpace.raw, "gamma": (1.0, 1.0)}
+        what = "AHD"
     params = dict(
         LIBRAW_COMMON,
         demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
         output_color=rawpy.ColorSpace.sRGB,
         highlight_mode=rawpy.HighlightMode.Clip,
-        **extra,
     )
+    params.update(extra)
 
-    def run(dng: Path) -> np.ndarray:
+    def postprocess(dng: Path) -> np.ndarray:
         with rawpy.imread(str(dng)) as raw:
             mul = np.asarray(raw.camera_whitebalance[:3], np.float64)
             if mul.min() < mul[1]:
@@ -211,8 +240,25 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
                                  "LibRaw's output would not be comparable")
             return np.asarray(raw.postprocess(**params))
 
+    run: Callable[..., np.ndarray] = postprocess
+    if name == "libraw-ahd+bm3d":
+        def run(dng: Path, noise: tuple[float, float]) -> np.ndarray:
+            return bm3d_on_ahd(postprocess, dng, noise, quad)
+
     shown = {k: (v.name if hasattr(v, "name") else v) for k, v in params.items()}
     description = f"LibRaw {what} through rawpy postprocess({shown})"
+    if name == "libraw-ahd+bm3d":
+        description += (
+            ": linear white-balanced camera RGB, denoised by BM3D (bm3d package, its low-complexity profile "
+            "BM3DProfileLC, colour mode 'opp') after a generalized Anscombe transform per channel from the "
+            "capture's noise model (variance = shot x + read, x before white balance, read with the raw step's "
+            "quantization; in channel c: shot g_c v + read g_c^2), with the noise power spectrum this "
+            "transform leaves on a flat grey field of that noise developed by the same AHD "
+            f"({peers.FLAT_FIELD} px, linear {peers.FLAT_GREY} after white balance; autocovariance over "
+            f"+-{peers.PSD_LAGS} px: AHD leaves the noise correlated), the closed-form unbiased inverse, then "
+            "rendered by rawdev.color (file's colour matrix, 0 EV, sRGB, look neutral); the flat field is part "
+            "of the time"
+            + ("; the binned mosaic's noise is a quarter of the photosites'" if quad == "bin" else ""))
     prepare = None
     if quad:
         description += (f" of the pipeline's {QUAD_WORDS[quad]} mosaic (rawdev.cfa) written as a Bayer DNG "
@@ -222,13 +268,85 @@ def libraw_method(name: str, quad: str | None = None) -> Method:
         def prepare(dng: Path, work: Path) -> Path:
             return quad_as_bayer_dng(dng, quad, work / f"{dng.stem}_{quad}_bayer.dng")
 
-    return Method(row_name(name, quad), "libraw", description, run, {"postprocess": shown}, quad, prepare)
+    kind = "peer" if name == "libraw-ahd+bm3d" else "libraw"
+    return Method(row_name(name, quad), kind, description, run, {"postprocess": shown}, quad, prepare,
+                  noise=name == "libraw-ahd+bm3d")
+
+
+def bm3d_on_ahd(postprocess: Callable[[Path], np.ndarray], dng: Path, noise: tuple[float, float],
+                quad: str | None) -> np.ndarray:
+    """LibRaw's linear camera-RGB output (``postprocess``) of ``dng`` denoised by
+    ``peers.bm3d_linear`` and rendered to 16-bit sRGB as the pipeline renders; ``noise`` is the
+    capture's (shot, read). BM3D's noise spectrum is measured on a flat field of that noise developed
+    by the same ``postprocess`` (``peers.flat_field_noise``)."""
+    from rawdev.color import Rendering
+    from rawdev.dng import read_dng_color_matrices, write_dng
+    from rawdev.raw import read_mosaic
+
+    mosaic = read_mosaic(dng)
+    matrices = read_dng_color_matrices(dng)
+    if mosaic.wb_camera is None or mosaic.cam_to_srgb is None or not matrices:
+        raise ValueError(f"{dng.name}: no camera white balance or colour matrix")
+    shot, read = noise
+    if quad == "bin":  # the mean of 4 photosites
+        shot, read = shot / 4, read / 4
+    gains = mosaic.wb_camera
+
+    def develop_flat(raw: np.ndarray) -> np.ndarray:
+        with tempfile.TemporaryDirectory(prefix="rawdev-flat-") as tmp:
+            flat = Path(tmp) / "flat.dng"
+            write_dng(flat, raw, mosaic.cfa, black=mosaic.black.ravel().tolist(), white=int(mosaic.white),
+                      xyz_to_cam=matrices[0][1], wb_gains=gains)
+            return postprocess(flat).astype(np.float32) / np.float32(65535)
+
+    flat = peers.flat_field_noise(develop_flat, mosaic.cfa, float(np.mean(mosaic.black)), mosaic.white,
+                                  gains, shot, read)
+    rgb = peers.bm3d_linear(postprocess(dng).astype(np.float32) / np.float32(65535), gains, shot, read, flat)
+    return render_16bit(rgb, Rendering(mosaic.cam_to_srgb, exposure_ev=0.0, look="neutral"))
+
+
+def demosaicnet_method(name: str, quad: str | None = None) -> Method:
+    """demosaicnet's pretrained Bayer model on the pipeline's normalized mosaic (``demosaicnet``)
+    or on that mosaic sRGB-encoded (``demosaicnet-srgb``), rendered as the pipeline renders."""
+    from rawdev.color import srgb_decode, srgb_encode
+
+    net = peers.load_demosaicnet()
+    encoded = name == "demosaicnet-srgb"
+
+    def run(dng: Path) -> np.ndarray:
+        canonical, norm, rendering = pipeline_inputs(dng, quad)
+        rgb = peers.demosaicnet_rgb(net, srgb_encode(norm) if encoded else norm)
+        if encoded:
+            rgb = srgb_decode(np.clip(rgb, 0.0, 1.0))
+        return render_16bit(np.ascontiguousarray(canonical.crop(rgb)), rendering)
+
+    records, out_pixels = peers.demosaicnet_records(net)
+    mosaic = f"{QUAD_WORDS[quad]} mosaic" if quad else "mosaic"
+    domain = (" sRGB-encoded (the domain it was trained in) and its output decoded back to linear"
+              if encoded else "")
+    from importlib.metadata import version
+
+    import torch
+
+    return Method(
+        row_name(name, quad), "peer",
+        f"demosaicnet {version('demosaicnet')} (Gharbi et al. 2016), its pretrained BayerDemosaick (trained "
+        "without noise) in torch "
+        f"{torch.__version__} on the CPU ({torch.get_num_threads()} threads), on the pipeline's normalized, "
+        f"white-balanced {mosaic} (rawdev.normalize.prepare){domain}, reflected outwards by 32/33 pixels for its "
+        "GRBG phase and unpadded convolutions, in bands of "
+        f"{peers.DEMOSAICNET_BAND} rows; rendered as the pipeline renders (rawdev.color)",
+        run, {"macs_counted_on": f"{peers.MAC_COUNT_SIZE} x {peers.MAC_COUNT_SIZE} output pixels"}, quad,
+        macs_per_mp=peers.macs_per_output_mp(records, out_pixels),
+    )
 
 
 def baseline_method(name: str, quad: str | None = None) -> Method:
-    """One of BASELINES, for Bayer captures or for a Quad-Bayer mode."""
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}: choose from {', '.join(BASELINES)}")
+    """One of ROWS (classical or peer), for Bayer captures or for a Quad-Bayer mode."""
+    if name not in ROWS:
+        raise ValueError(f"unknown baseline {name!r}: choose from {', '.join(ROWS)}")
+    if name.startswith("demosaicnet"):
+        return demosaicnet_method(name, quad)
     return libraw_method(name, quad) if name.startswith("libraw") else colour_demosaicing_method(name, quad)
 
 
@@ -261,6 +379,7 @@ def rawdev_methods(models: list[str], device: str, threads: int,
                    quads: tuple[str | None, ...] = (None,)) -> list[Method]:
     """One row per model (and per Quad-Bayer mode), named by its contract's variant and training
     steps."""
+    from benchmarks.roofline import count_macs
     from rawdev.develop import DevelopOptions, develop_mosaic
     from rawdev.model import file_sha256, resolve_model
     from rawdev.raw import read_mosaic
@@ -271,6 +390,7 @@ def rawdev_methods(models: list[str], device: str, threads: int,
         path = resolve_model(ref)
         session = open_session(path, device=device, threads=threads)
         contract = session.contract
+        macs = count_macs(path, MAC_COUNT_TILE)["macs_per_output_mp"]  # non-zero weight taps
         name = f"rawdev {contract.variant} ({contract.steps} steps)"
         for quad in quads:
             options = DevelopOptions(look="neutral", exposure="0", wb="camera", quad_bayer=quad or "bin")
@@ -285,8 +405,9 @@ def rawdev_methods(models: list[str], device: str, threads: int,
                 f"wb camera{f', quad_bayer {quad}' if quad else ''}) with {path}",
                 run,
                 {"path": str(path), "sha256": file_sha256(path), "contract": asdict(contract),
-                 "providers": list(session.providers), "device": device},
-                quad,
+                 "providers": list(session.providers), "device": device,
+                 "macs_counted_on": f"one {MAC_COUNT_TILE} x {MAC_COUNT_TILE} packed tile (benchmarks/roofline.py)"},
+                quad, macs_per_mp=macs,
             ))
     names = [m.name for m in out]
     for m in out:
@@ -403,6 +524,7 @@ def summarize(rows: list[dict], methods: list[str], levels: list[str]) -> dict:
             "seconds_per_image_mean": round(float(np.mean(seconds)), 4) if sel else None,
             "seconds_per_image_median": round(float(np.median(seconds)), 4) if sel else None,
             "megapixels_per_second": round(float(np.sum(mpix) / np.sum(seconds)), 3) if sel else None,
+            "seconds_per_megapixel": round(float(np.sum(seconds) / np.sum(mpix)), 4) if sel else None,
         }
     return summary
 
@@ -415,39 +537,45 @@ def capture_words(settings: dict) -> str:
 
 
 def summary_table(report: dict) -> list[str]:
-    """Markdown rows: mean PSNR / SSIM per method and level, and the mean time per image."""
+    """Markdown rows: mean PSNR / SSIM per method and level, GMAC per output megapixel (``-``: not
+    counted), and the time per image and per megapixel (older reports: computed from MP/s)."""
     levels, methods = report["settings"]["levels"], report["method_order"]
-    lines = ["| method | " + " | ".join(levels) + " | s / image |", "|---|" + "---|" * len(levels) + "---:|"]
+    lines = ["| method | " + " | ".join(levels) + " | GMAC / MP | s / image | s / MP |",
+             "|---|" + "---|" * len(levels) + "---:|---:|---:|"]
     for m in methods:
         entry = report["summary"][m]
         cells = []
         for lv in levels:
             v = entry["levels"].get(lv)
             cells.append(f"{v['psnr']:.2f} / {v['ssim']:.4f}" if v else "-")
-        t = entry["seconds_per_image_mean"]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {t:.3f} |")
+        macs = report["methods"][m].get("macs_per_mp")
+        gmac = f"{macs / 1e9:.1f}" if macs else "-"
+        per_mp = entry.get("seconds_per_megapixel") or 1 / entry["megapixels_per_second"]
+        times = f"{entry['seconds_per_image_mean']:.3f} | {per_mp:.3f}"
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {gmac} | {times} |")
     return lines
 
 
 def margins(report: dict) -> list[str]:
-    """Each rawdev row against the best classical row of the same kind (Bayer, or the same
-    Quad-Bayer mode), in PSNR at every level."""
+    """Each rawdev row against the best classical row and the best peer row of the same kind
+    (Bayer, or the same Quad-Bayer mode), in PSNR at every level."""
     methods, summary = report["methods"], report["summary"]
     lines = []
     for m in report["method_order"]:
         if methods[m]["kind"] != "rawdev":
             continue
         quad = methods[m].get("quad")
-        rivals = [r for r in report["method_order"]
-                  if methods[r]["kind"] != "rawdev" and methods[r].get("quad") == quad]
-        cells = []
-        for lv in report["settings"]["levels"]:
-            scored = [(summary[r]["levels"][lv]["psnr"], r) for r in rivals if lv in summary[r]["levels"]]
-            if scored and lv in summary[m]["levels"]:
-                best, who = max(scored)
-                cells.append(f"{lv} {summary[m]['levels'][lv]['psnr'] - best:+.2f} dB ({who})")
-        if cells:
-            lines.append(f"{m} against the best classical row: " + ", ".join(cells))
+        for group, words in (("classical", "classical row"), ("peer", "peer row")):
+            rivals = [r for r in report["method_order"] if methods[r].get("quad") == quad
+                      and (methods[r]["kind"] == "peer") == (group == "peer") and methods[r]["kind"] != "rawdev"]
+            cells = []
+            for lv in report["settings"]["levels"]:
+                scored = [(summary[r]["levels"][lv]["psnr"], r) for r in rivals if lv in summary[r]["levels"]]
+                if scored and lv in summary[m]["levels"]:
+                    best, who = max(scored)
+                    cells.append(f"{lv} {summary[m]['levels'][lv]['psnr'] - best:+.2f} dB ({who})")
+            if cells:
+                lines.append(f"{m} against the best {words}: " + ", ".join(cells))
     return lines
 
 
@@ -480,7 +608,9 @@ def conditions(report: dict) -> list[str]:
     code = report["code"]
     lines.append(f"run {report['finished']}, commit {str(code['commit'] or '?')[:12]}"
                  + (" (working tree modified)" if code["dirty"] else ""))
-    return lines + describe_machine(report["machine"], report["versions"])
+    simd = [f for f in report["machine"].get("cpu_flags", []) if f.startswith(SIMD_FLAGS)]
+    return lines + describe_machine(report["machine"], report["versions"]) + (
+        [f"CPU vector flags: {' '.join(simd)}"] if simd else [])
 
 
 def markdown(report: dict) -> str:
@@ -496,7 +626,9 @@ def markdown(report: dict) -> str:
     lines += ["", *summary_table(report), ""]
     lines += [f"- {line}" for line in margins(report)]
     lines += ["", "## Methods", ""]
-    lines += [f"- **{m}**: {report['methods'][m]['description']}" for m in methods]
+    lines += [f"- **{m}**: {report['methods'][m]['description']}"
+              + (f" (rows reused from `{report['methods'][m]['reused_from']}`)" if "reused_from" in report["methods"][m]
+                 else "") for m in methods]
     lines += ["", "## Per image (PSNR / SSIM)", ""]
     names = [im["name"] for im in report["images"]]
     for lv in levels:
@@ -569,8 +701,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="noise levels ('none' = noise-free capture)")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--crop", type=int, default=None, help="centre crop of N x N pixels (quick runs)")
-    p.add_argument("--baselines", nargs="*", choices=BASELINES, default=list(BASELINES),
-                   help="classical methods to include (none with an empty list)")
+    p.add_argument("--baselines", nargs="*", choices=ROWS, default=list(ROWS),
+                   help="classical and peer rows to include (none with an empty list); peers whose packages "
+                        "are not installed are skipped with the reason")
+    p.add_argument("--reuse", type=Path, default=None, metavar="JSON",
+                   help="take the rows of the chosen methods found in this earlier report (same images, crop, "
+                        "seed, border and capture settings) instead of running them")
     p.add_argument("--seed", type=int, default=0, help="base seed of the unprocessing")
     p.add_argument("--border", type=int, default=BORDER, help="pixels cropped from each side before scoring")
     p.add_argument("--device", default="cpu", help="onnxruntime device for the models (auto, cpu, cuda)")
@@ -624,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: no photographs ({', '.join(IMAGE_SUFFIXES)}) in {images_dir}", file=sys.stderr)
         return 2
 
-    machine, versions = machine_info(), library_versions()
+    machine, versions = machine_info(), {**library_versions(), **peers.versions()}
     for line in describe_machine(machine, versions):
         say(line)
 
@@ -645,16 +781,32 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for m in learned:
         say(f"{m.name}: {m.info['path']} on {', '.join(m.info['providers'])}")
-    # Row order: per Quad-Bayer mode (one pass for Bayer), the models, then the baselines.
+    skipped = {}
+    for b in peers.PEERS:
+        reason = peers.unavailable(b) if b in args.baselines else None
+        if reason:
+            skipped[b] = reason
+            say(f"skipped: {reason}")
+    chosen = [b for b in ROWS if b in args.baselines and b not in skipped]
+    # Row order: per Quad-Bayer mode (one pass for Bayer), the models, then the baselines and peers.
     methods = [m for quad in quads
-               for m in [*(r for r in learned if r.quad == quad),
-                         *(baseline_method(b, quad) for b in BASELINES if b in args.baselines)]]
+               for m in [*(r for r in learned if r.quad == quad), *(baseline_method(b, quad) for b in chosen)]]
     if not methods:
         print("error: nothing to run (no --model and no baselines)", file=sys.stderr)
         return 2
     order = [m.name for m in methods]
     levels = [lv for lv in LEVELS if lv in args.levels]
-    say(f"{len(paths)} images x {len(levels)} levels x {len(methods)} methods from {images_dir}")
+    reused: dict = {}
+    if args.reuse:
+        try:
+            reused = reusable_rows(json.loads(args.reuse.read_text()), order, levels, args, [p.stem for p in paths])
+        except (OSError, ValueError) as exc:
+            print(f"error: --reuse {args.reuse}: {exc}", file=sys.stderr)
+            return 2
+        say(f"reused from {args.reuse}: {', '.join(reused) or 'nothing'}")
+    to_run = [m for m in methods if m.name not in reused]
+    say(f"{len(paths)} images x {len(levels)} levels x {len(to_run)} methods from {images_dir}"
+        + (f" (+ {len(reused)} reused)" if reused else ""))
 
     rows: list[dict] = []
     images: list[dict] = []
@@ -675,15 +827,18 @@ def main(argv: list[str] | None = None) -> int:
                 cap = write_capture(reference, seed, level, dng, CFAS[args.cfa])
                 entry.setdefault("wb_gains", [round(float(g), 5) for g in cap.wb_gains])
                 entry.setdefault("xyz_to_cam", np.round(cap.xyz_to_cam, 5).tolist())
-                inputs = {m.name: m.prepare(dng, dng_dir) if m.prepare else dng for m in methods}  # untimed
+                inputs = {m.name: m.prepare(dng, dng_dir) if m.prepare else dng for m in to_run}  # untimed
+                # The noise model the capture was made with; quantization adds a raw step^2 / 12.
+                step = 1.0 / (cap.white - cap.black)
+                noise = (cap.shot, cap.read + step * step / 12)
                 if not warm:  # first call of each method untimed (session warm-up, imports)
-                    for m in methods:
-                        m.run(inputs[m.name])
+                    for m in to_run:
+                        m.develop(inputs[m.name], noise)
                     warm = True
                 scores = []
-                for m in methods:
+                for m in to_run:
                     t0 = time.perf_counter()
-                    out = m.run(inputs[m.name])
+                    out = m.develop(inputs[m.name], noise)
                     seconds = time.perf_counter() - t0
                     ref = references[m.scale]
                     p_db, s_val = score(out, ref, args.border)
@@ -694,6 +849,7 @@ def main(argv: list[str] | None = None) -> int:
                     scores.append(f"{m.name} {p_db:.2f}/{s_val:.3f}")
                 say(f"{path.stem} {level}: " + ", ".join(scores))
             images.append(entry)
+    rows += [r for name in reused for r in reused[name]["rows"]]
 
     report = {
         "benchmark": "quality",
@@ -721,14 +877,38 @@ def main(argv: list[str] | None = None) -> int:
             "references": {"1": "the photograph",
                            "2": "the photograph averaged over 2x2 blocks in linear light, re-encoded to sRGB"},
         },
-        "methods": {m.name: {"kind": m.kind, "description": m.description, **m.info,
-                             "quad": m.quad, "scale": m.scale} for m in methods},
+        "methods": {m.name: reused[m.name]["method"] if m.name in reused else
+                    {"kind": m.kind, "description": m.description, **m.info, "quad": m.quad, "scale": m.scale,
+                     "macs_per_mp": m.macs_per_mp} for m in methods},
         "method_order": order,
+        "skipped": skipped,
         "summary": summarize(rows, order, levels),
         "images": images,
         "per_image": rows,
     }
     return write_outputs(args, report, say)
+
+
+def reusable_rows(old: dict, names: list[str], levels: list[str], args: argparse.Namespace,
+                  images: list[str]) -> dict[str, dict]:
+    """The per-image rows and method entries of ``old`` for those of ``names`` it ran on the same
+    captures (every image at every level); a ValueError when its captures differ from this run's."""
+    settings = old.get("settings", {})
+    here = {"images": str(args.images), "images_count": len(images), "crop": args.crop, "bits": BITS,
+            "black_fraction": BLACK_FRACTION, "cfa": CFAS[args.cfa], "inverse_tone": False, "brightness": 1.0,
+            "seed": args.seed, "border": args.border}
+    differ = [k for k in REUSE_KEYS if settings.get(k) != here[k]]
+    if [im["name"] for im in old.get("images", [])] != images:
+        differ.append("image list")
+    if differ:
+        raise ValueError(f"its captures differ from this run's ({', '.join(differ)})")
+    out = {}
+    for name in names:
+        rows = [r for r in old.get("per_image", []) if r["method"] == name and r["level"] in levels]
+        if name in old.get("methods", {}) and len(rows) == len(images) * len(levels):
+            method = dict(old["methods"][name], reused_from=f"{old.get('command', '?')} ({old.get('finished', '?')})")
+            out[name] = {"rows": rows, "method": method}
+    return out
 
 
 def write_outputs(args: argparse.Namespace, report: dict, say, write_json: bool = True) -> int:

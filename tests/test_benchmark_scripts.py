@@ -259,7 +259,7 @@ def test_quality_quad_rows_and_results_section(tmp_path, model):
     images = _textured_images(tmp_path / "images")
     results_md = tmp_path / "R.md"
     common = ["--model", str(model), "--images", str(images), "--levels", "low", "medium",
-              "--results-md", str(results_md), "--quiet"]
+              "--results-md", str(results_md), "--quiet", "--baselines", *quality.BASELINES]
     quad_json = tmp_path / "q_quad.json"
     quad_md = tmp_path / "q_quad.md"
     assert quality.main([*common, "--cfa", "quad", "--out", str(quad_json), "--markdown", str(quad_md)]) == 0

@@ -52,7 +52,8 @@ def test_quality_benchmark_runs_and_its_bilinear_rows_agree(tmp_path):
     model = bilinear_onnx(tmp_path / "bilinear.onnx")
     out, md = tmp_path / "q.json", tmp_path / "q.md"
     rc = quality.main(["--model", str(model), "--images", str(images), "--levels", "low", "medium",
-                       "--border", "8", "--out", str(out), "--markdown", str(md), "--quiet"])
+                       "--border", "8", "--out", str(out), "--markdown", str(md), "--quiet",
+                       "--baselines", *quality.BASELINES])  # the peers: tests/test_quality_peers.py
     assert rc == 0
     report = json.loads(out.read_text())
     rawdev_row = "rawdev bilinear (0 steps)"
@@ -74,7 +75,7 @@ def test_quality_benchmark_runs_and_its_bilinear_rows_agree(tmp_path):
         assert levels["low"]["psnr"] > levels["medium"]["psnr"], method
         assert summary[method]["seconds_per_image_mean"] > 0
     text = md.read_text()
-    assert "| method | low | medium | s / image |" in text
+    assert "| method | low | medium | GMAC / MP | s / image | s / MP |" in text
     assert f"| {rawdev_row} | " in text
     assert "machine: " in text and "LibRaw 0." in text
 
