@@ -469,7 +469,8 @@ def noise_of(level: str) -> tuple[float, float]:
     return shot, float(read_level(shot))
 
 
-def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str = "RGGB"):
+def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str = "RGGB",
+                  noise_profile: bool = True):
     """Unprocess ``srgb`` at ``level`` through ``cfa`` (RGGB or quad-RGGB) and write it as a DNG;
     returns the capture. The camera, white balance and noise pattern depend on the seed only."""
     from rawdev.cfa import parse_cfa
@@ -482,8 +483,11 @@ def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str 
         srgb, pattern, shot=shot, read=read, bits=BITS, black_fraction=BLACK_FRACTION,
         inverse_tone=False, brightness=1.0,
     )
+    # As real DNGs carry it, the DNG says its noise model (NoiseProfile); a noise-aware model
+    # reads it, and estimates the noise from the mosaic where it is absent (--no-noise-profile).
     write_dng(path, cap.raw, pattern, black=cap.black, white=int(cap.white), xyz_to_cam=cap.xyz_to_cam,
-              wb_gains=cap.wb_gains, make="rawdev", model="quality benchmark")
+              wb_gains=cap.wb_gains, make="rawdev", model="quality benchmark",
+              noise_profile=(cap.shot, cap.read) if noise_profile else None)
     return cap
 
 
@@ -588,7 +592,9 @@ def conditions(report: dict) -> list[str]:
         + (f", centre crops of {s['crop']} px" if s["crop"] else ", full size")
         + f"; each unprocessed to a {s['bits']}-bit {capture_words(s)} DNG (black level "
         f"{s['black_fraction']:.4g} of white; camera matrix and white balance drawn per image from a fixed "
-        "seed, the same at every level; no inverse tone curve, brightness 1)",
+        "seed, the same at every level; no inverse tone curve, brightness 1; "
+        + ("NoiseProfile tag with the true noise model, as real DNGs carry it" if s.get("noise_profile")
+           else "no NoiseProfile: noise-aware models estimate the noise from the mosaic") + ")",
         "noise levels (shot a, read b; variance = a x + b): "
         + "; ".join(f"{lv}: a={a:.3g}, b={b:.3g}" for lv, (a, b) in s["noise"].items()),
         f"score: sRGB PSNR (dB) / SSIM against the original photograph, {s['border']} px border "
@@ -724,6 +730,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run nothing: rewrite --markdown (and the --results-md section) from the JSON at --out")
     p.add_argument("--keep-dngs", type=Path, default=None, metavar="FOLDER",
                    help="keep the synthetic DNG files in FOLDER (default: a temporary folder)")
+    p.add_argument("--no-noise-profile", action="store_true",
+                   help="write the DNGs without their NoiseProfile (noise-aware models then estimate the noise)")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
@@ -824,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
                      "height": reference.shape[0], "width": reference.shape[1]}
             for level in levels:
                 dng = dng_dir / f"{path.stem}_{level}.dng"
-                cap = write_capture(reference, seed, level, dng, CFAS[args.cfa])
+                cap = write_capture(reference, seed, level, dng, CFAS[args.cfa], not args.no_noise_profile)
                 entry.setdefault("wb_gains", [round(float(g), 5) for g in cap.wb_gains])
                 entry.setdefault("xyz_to_cam", np.round(cap.xyz_to_cam, 5).tolist())
                 inputs = {m.name: m.prepare(dng, dng_dir) if m.prepare else dng for m in to_run}  # untimed
@@ -872,6 +880,7 @@ def main(argv: list[str] | None = None) -> int:
             "brightness": 1.0,
             "seed": args.seed,
             "border": args.border,
+            "noise_profile": not args.no_noise_profile,
             "develop": {"look": "neutral", "exposure": "0", "wb": "camera", "path": "in-process"},
             "metrics": "rawdev.metrics.psnr / ssim on float sRGB in [0, 1], mean over images",
             "references": {"1": "the photograph",
