@@ -127,13 +127,21 @@ class Prepared:
     source: PackedSource
     canonical: cfa_mod.Canonical
     gains: np.ndarray
+    # The white-balanced input was divided by this (see prepare's ``headroom``): the network's
+    # linear output times it is the white-balanced camera RGB (1 = the green channel's white).
+    headroom: float = 1.0
 
 
 def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: str = "bin",
-            noise: NoiseModel | None = None, strength: float = 1.0) -> Prepared:
+            noise: NoiseModel | None = None, strength: float = 1.0, headroom: bool = False) -> Prepared:
     """Bring a mosaic to the model's contract: Bayer, canonical phase, levels, white balance, and
     the noise sigma planes for a model that takes them (``noise``: the sensor's noise model,
-    ``strength``: the denoising strength that scales it)."""
+    ``strength``: the denoising strength that scales it).
+
+    ``headroom``: for a model with linear output, divide the white-balanced input by the largest
+    gain (``Prepared.headroom``), so that a channel below the sensor's white is not clipped at 1
+    after its gain (a red at 60 % with gain 2.2 would be cut to 45 %); the caller multiplies the
+    output back. Off by default: training data (rawdev.train.synth) is made without it."""
     if quad not in QUAD_MODES:
         raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
     data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
@@ -164,6 +172,7 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
         noise = NoiseModel(noise.shot, noise.read + step * step / 12)
     else:
         noise = None
-    source = PackedSource(canonical_data, black, white, gains, contract.sites, clip,
+    scale = max(float(np.max(gains)), 1.0) if headroom and clip and contract.output_space == "linear" else 1.0
+    source = PackedSource(canonical_data, black, white, gains / scale, contract.sites, clip,
                           clip_low=contract.clip_below_black == "yes", noise=noise, strength=strength)
-    return Prepared(source, canonical, gains)
+    return Prepared(source, canonical, gains, scale)
