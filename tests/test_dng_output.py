@@ -8,6 +8,7 @@ refused; highlights above 1 after white balance kept (the headroom); the file po
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -277,3 +278,15 @@ def test_quad_bayer_follows_the_quad_bayer_option(tmp_path, bilinear_session):
         assert develop_dng(src, out, bilinear_session, DevelopOptions(quad_bayer=mode)) == "ok"
         with rawpy.imread(str(out)) as raw:
             assert raw.raw_image_visible.shape[:2] == shape[:2]
+
+
+@pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool is not installed (libimage-exiftool-perl)")
+def test_exiftool_validates_every_tag_without_a_warning(tmp_path, bilinear_session):
+    import subprocess
+
+    src = write_test_dng(tmp_path / "shot.dng", random_mosaic(64, 96), "RGGB", datetime="2024:05:01 12:30:00",
+                         exposure_time=0.01, f_number=2.8, iso=200, focal_length=50.0, lens="50mm", orientation=8)
+    out = tmp_path / "shot.rawdev.dng"
+    assert develop_dng(src, out, bilinear_session) == "ok"
+    done = subprocess.run(["exiftool", "-validate", "-warning", "-a", str(out)], capture_output=True, text=True)
+    assert done.stdout.split() == ["Validate", ":", "OK"], done.stdout
