@@ -182,6 +182,23 @@ def develop_dng(src: Path, out: Path, session) -> str:
     return "" if outcome.status == "ok" else outcome.message
 
 
+def libraw_psnr(src: Path, dng: Path, session) -> float:
+    """sRGB PSNR (after one global gain in linear light) between LibRaw's neutral development of the
+    DNG (camera WB, no auto-bright, sRGB, gamma 2.4 / 12.92) and rawdev's ``--look neutral
+    --exposure 0`` of the original."""
+    import rawpy
+
+    from rawdev.develop import DevelopOptions, develop_mosaic
+    from rawdev.metrics import psnr_after_gain
+    from rawdev.raw import read_mosaic
+
+    ours = develop_mosaic(read_mosaic(src), session, DevelopOptions(look="neutral", exposure="0")).image
+    with rawpy.imread(str(dng)) as raw:
+        libraw = raw.postprocess(use_camera_wb=True, no_auto_bright=True, output_color=rawpy.ColorSpace.sRGB,
+                                 gamma=(2.4, 12.92), output_bps=16, user_flip=0)
+    return round(psnr_after_gain(libraw, ours), 2)
+
+
 def headroom_psnr(src: Path, session) -> float:
     """sRGB PSNR between rawdev's default 16-bit development with the headroom and without it."""
     import rawdev.develop as develop
@@ -216,7 +233,9 @@ def run_file(src: Path, session, editors: list[str], work: Path, say) -> tuple[d
     entry["dng_bytes"] = dng.stat().st_size
     entry["exiftool"] = exiftool_validate(dng)
     entry["headroom_psnr_db"] = headroom_psnr(src, session)
-    say(f"{src.name}: DNG {entry['dng_bytes'] / 1e6:.1f} MB; headroom change {entry['headroom_psnr_db']} dB")
+    entry["libraw_vs_rawdev_psnr_db"] = libraw_psnr(src, dng, session)
+    say(f"{src.name}: DNG {entry['dng_bytes'] / 1e6:.1f} MB; headroom change {entry['headroom_psnr_db']} dB; "
+        f"LibRaw's DNG vs rawdev's neutral TIFF {entry['libraw_vs_rawdev_psnr_db']} dB")
     mosaic = read_mosaic(src)
     scale = 2 if mosaic.cfa.kind == "quad" else 1  # binned by default
     chart = src.parent == EXAMPLES
@@ -248,6 +267,14 @@ def figure(path: Path, original: np.ndarray, ours: np.ndarray, box: tuple[int, i
     canvas.save(path, optimize=True)
 
 
+def _short(said: str, limit: int = 90) -> str:
+    """A table cell of what a program said: its first error, cut to ``limit`` characters."""
+    if "First Error:" in said:  # rawspeed's
+        said = said.split("First Error:", 1)[1]
+    said = " ".join(said.replace("|", " ").split())
+    return said if len(said) <= limit else said[: limit - 1] + "…"
+
+
 def markdown(report: dict) -> str:
     lines = ["## rawdev's DNG in raw editors", "",
              f"Command: `{report['command']}`", "",
@@ -271,14 +298,18 @@ def markdown(report: dict) -> str:
             patch = f"{r['patch_mean']:.2f} / {r['patch_max']:.2f}" if "patch_mean" in r else "–"
             refs = [" / ".join(f"{v:.2f}" for v in r[k]) if k in r else "–"
                     for k in ("original_vs_reference", "dng_vs_reference")]
-            lines.append(f"| {entry['file']} | {editor} | {r['original']} | {r['dng']} | {pixel} | {patch} "
+            lines.append(f"| {entry['file']} | {editor} | {_short(r['original'])} | {_short(r['dng'])} | {pixel} "
+                         f"| {patch} "
                          f"| {refs[0]} | {refs[1]} |")
-    lines += ["", "exiftool -validate -warning -a on each DNG; headroom change (default TIFF with and "
-              "without the #12 headroom, sRGB PSNR):", ""]
+    lines += ["", "Per file: `exiftool -validate -warning -a` on the DNG; LibRaw's neutral development of the "
+              "DNG against rawdev's `--look neutral --exposure 0` of the original (sRGB PSNR after one global "
+              "gain in linear light); the headroom change (rawdev's default TIFF with and without the issue #12 "
+              "headroom, sRGB PSNR):", ""]
     for entry in report["files"]:
-        said = (entry.get("exiftool") or "exiftool absent").replace("\n", "; ")
-        lines.append(f"- {entry['file']}: {entry.get('rawdev', 'ok')}; exiftool: `{said}`; "
-                     f"headroom change {entry.get('headroom_psnr_db', '–')} dB")
+        said = " ".join((entry.get("exiftool") or "exiftool absent").split())
+        lines.append(f"- {entry['file']}: {entry.get('rawdev', 'DNG written')}; exiftool `{said}`; LibRaw vs "
+                     f"rawdev {entry.get('libraw_vs_rawdev_psnr_db', '–')} dB; headroom change "
+                     f"{entry.get('headroom_psnr_db', '–')} dB")
     lines += ["", *[f"- {note}" for note in report.get("notes", [])]]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -294,6 +325,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--results-md", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
     p.add_argument("--figure", type=Path, default=None, help="PNG: darktable's original beside the DNG (chart)")
     p.add_argument("--note", action="append", default=[], help="a line for the notes (repeatable)")
+    p.add_argument("--from-json", action="store_true", help="run nothing: rewrite the markdown from --out "
+                                                             "(with --note: these notes instead)")
     p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
@@ -301,6 +334,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say = sayer(args.quiet)
+    if args.from_json:
+        report = json.loads(args.out.read_text())
+        report["notes"] = args.note or report.get("notes", [])
+        write_json(args.out, report)
+        args.markdown.write_text(markdown(report))
+        update_results_md(args.results_md, RESULTS_KEY, markdown(report))
+        return 0
     from rawdev.model import resolve_model
     from rawdev.session import open_session
 
@@ -318,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
             entries.append(entry)
             if src.name == "chart_bayer.dng":
                 kept_chart = kept
-    report = {"benchmark": "editors", "command": "python benchmarks/editors.py " + " ".join(argv or sys.argv[1:]),
+    given = list(sys.argv[1:] if argv is None else argv)
+    shown = [a for i, a in enumerate(given) if a != "--note" and (i == 0 or given[i - 1] != "--note")]
+    report = {"benchmark": "editors", "command": " ".join(["python benchmarks/editors.py", *shown]),
               "started": started, "finished": now(), "code": code_version(), "machine": machine_info(),
               "versions": library_versions(), "model": model.name,
               "editor_versions": {p: debian_version(p) for p in ("darktable", "rawtherapee", "libimage-exiftool-perl")},

@@ -424,6 +424,7 @@ class ColourProfile:
     illuminants: tuple[int, ...]
     color_matrices: tuple[np.ndarray, ...]
     forward_matrices: tuple[np.ndarray, ...] = ()  # none, or one per illuminant
+    camera: str | None = None  # the source DNG's UniqueCameraModel, which editors key profiles on
 
 
 def _matrix(tag) -> np.ndarray | None:
@@ -461,7 +462,9 @@ def read_dng_colour_profile(path) -> ColourProfile | None:
                 forwards.append(_matrix(fwd) if fwd is not None else None)
             if matrices:
                 complete = all(f is not None for f in forwards)
-                return ColourProfile(tuple(illuminants), tuple(matrices), tuple(forwards) if complete else ())
+                unique = tif.pages[0].tags.get(UNIQUE_CAMERA_MODEL)
+                camera = str(unique.value).strip() or None if unique is not None else None
+                return ColourProfile(tuple(illuminants), tuple(matrices), tuple(forwards) if complete else (), camera)
     return None
 
 

@@ -6,7 +6,8 @@ Layout, as Adobe's DNG Converter writes linear DNGs:
 
 - IFD 0: a small sRGB preview (NewSubfileType 1, 8-bit RGB, at most :data:`PREVIEW_SIZE` pixels
   on its long side, rendered as rawdev's TIFF would be) with the DNG tags: DNGVersion 1.4,
-  DNGBackwardVersion 1.1, UniqueCameraModel, Make, Model, Orientation (the pixels are stored as
+  DNGBackwardVersion 1.1, UniqueCameraModel (a DNG source's own, so that an editor finds the
+  camera's profiles: the data are in the camera's colour space), Make, Model, Orientation (the pixels are stored as
   the sensor saw them), ColorMatrix1/2 and CalibrationIlluminant1/2 (and ForwardMatrix1/2) copied
   from a DNG source or LibRaw's matrix for D65, AsShotNeutral = 1 / the white-balance gains,
   BaselineExposure = rawdev's exposure (the auto exposure or ``--exposure``), an EXIF IFD with
@@ -89,7 +90,8 @@ def _ifd0_tags(image: LinearImage, info: CaptureInfo) -> list[tuple]:
     entries, _ = _capture_entries(info)
     tags = [(code, typ, 1, value, True) for code, typ, value in entries if code not in (dng.ORIENTATION, 305)]
     make, model = (info.make or "").strip(), (info.model or "").strip()
-    unique = " ".join(v for v in (make, model) if v) or "rawdev"
+    named = model if make and model.lower().startswith(make.lower()) else " ".join(v for v in (make, model) if v)
+    unique = image.profile.camera or named or "rawdev"
     gains = np.asarray(image.gains, np.float64)
     neutral = (1.0 / gains) / (1.0 / gains[1])
     tags += [

@@ -22,7 +22,7 @@ from rawdev.batch import Job, RunOptions, collect_inputs, run_batch
 from rawdev.cli import app
 from rawdev.color import srgb_decode
 from rawdev.develop import DevelopOptions, develop_mosaic
-from rawdev.metrics import psnr
+from rawdev.metrics import psnr_after_gain
 from rawdev.raw import Mosaic, read_mosaic
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -58,18 +58,6 @@ def libraw_neutral(path: Path) -> np.ndarray:
     with rawpy.imread(str(path)) as raw:
         return raw.postprocess(use_camera_wb=True, no_auto_bright=True, output_color=rawpy.ColorSpace.sRGB,
                                gamma=(2.4, 12.92), output_bps=16)
-
-
-def psnr_after_gain(image: np.ndarray, reference: np.ndarray, border: int = 4) -> float:
-    """sRGB PSNR of ``image`` against ``reference`` (uint16) after one global gain in linear light
-    (least squares), ``border`` pixels left out."""
-    crop = (slice(border, -border), slice(border, -border))
-    a = srgb_decode(image[crop] / 65535.0).astype(np.float64)
-    b = srgb_decode(reference[crop] / 65535.0).astype(np.float64)
-    gain = float((a * b).sum() / (a * a).sum())
-    from rawdev.color import srgb_encode
-
-    return psnr(np.clip(srgb_encode(np.clip(a * gain, 0, 1)), 0, 1), srgb_encode(b))
 
 
 # --- layout and tags -----------------------------------------------------------------------------
