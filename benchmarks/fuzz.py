@@ -8,7 +8,8 @@ tile tags where present, in every IFD and SubIFD: multiplied by 2 to 65536 or se
 largest value), alone or combined.
 
 Counted per file: developed, failed cleanly (a RawReadError reason, or a development error),
-decoder crashed (the "decoder crashed" lines), decoder timed out. Checked per batch: the batch
+bare exception (a reason that is only a Python exception, "TypeError: ...": a case rawdev does not
+name yet), decoder crashed (the "decoder crashed" lines), decoder timed out. Checked per batch: the batch
 process ended with exit code 0 or 1 and printed its summary, the summary adds up, every "ok"
 has its output, no temporary or hidden file was left in the output folder, no shared memory
 block of the batch is left in /dev/shm, no traceback and no resource-tracker warning on stderr.
@@ -157,11 +158,16 @@ def run_batch(files: list[Path], out: Path, model: str, timeout: float, memory_g
     return {"pid": proc.pid, "returncode": proc.returncode, "stdout": stdout, "stderr": stderr, "seconds": seconds}
 
 
+BARE_EXCEPTION = re.compile(r"^[A-Z]\w*(Error|Exception|Warning): ")  # rawdev's fallback: "TypeError: ..."
+
+
 def classify(reason: str) -> str:
     if reason.startswith("decoder crashed"):
         return "decoder crashed"
     if reason.startswith("decoder timed out"):
         return "decoder timed out"
+    if BARE_EXCEPTION.match(reason):
+        return "bare exception"
     return "failed cleanly"
 
 
@@ -174,7 +180,8 @@ def main() -> int:
     parser.add_argument("--memory-gib", type=float, default=4.0, help="address-space limit of each batch")
     parser.add_argument("--model", help="ONNX model [default: a tiny bilinear model]")
     parser.add_argument("--max-minutes", type=float, default=10.0, help="start no batch after this")
-    parser.add_argument("--keep-crashers", type=Path, help="copy files that crashed or hung the decoder here")
+    parser.add_argument("--keep-crashers", type=Path, help="copy files that crashed or hung the decoder, or "
+                        "failed with a bare Python exception as their reason, here")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--inject-fault", default="", help="RAWDEV_TEST_DECODER_FAULT for the batches, to check "
                         "that this script counts crashes (e.g. 'crash:f0003_*,hang:f0005_*')")
@@ -263,7 +270,7 @@ def main() -> int:
     total = sum(counts.values())
     minutes = (time.monotonic() - started) / 60
     print(f"\n{total} mutated files of {', '.join(p.name for p in samples)} in {batches} batches, {minutes:.1f} min:")
-    for kind in ("developed", "failed cleanly", "decoder crashed", "decoder timed out"):
+    for kind in ("developed", "failed cleanly", "bare exception", "decoder crashed", "decoder timed out"):
         print(f"  {kind:18s} {counts[kind]}")
     if slowest[2]:
         print(f"slowest developed file: {slowest[2]}, {slowest[0]:.1f} s, {slowest[1]:.1f} MP")
@@ -271,7 +278,7 @@ def main() -> int:
     for reason, n in reasons.most_common():
         print(f"  {n:4d}  {reason}")
     for c in crashers:
-        print(f"  crasher {c['file']}: {c['reason']} <- {c['mutation']}")
+        print(f"  kept {c['file']}: {c['reason']} <- {c['mutation']}")
     print("problems: " + ("none (no batch died, nothing left behind)" if not problems else ""))
     for p in problems:
         print("  " + p)

@@ -50,6 +50,7 @@ from benchmarks._measure import (  # noqa: E402
     with_notes,
     write_json,
 )
+from rawdev.develop import DEFAULT_OVERLAP  # noqa: E402
 
 DEFAULT_SIZES = (0.25, 3.0, 12.0, 48.0, 100.0)
 DEFAULT_TILES = (128, 256, 384, 512, 768, 1024)
@@ -336,8 +337,8 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.repeats < 1 or args.large_repeats < 1:
         p.error("--repeats and --large-repeats must be >= 1")
-    if any(t < 2 for t in args.tiles):
-        p.error("--tiles must be >= 2")
+    if any(t < 2 * DEFAULT_OVERLAP for t in args.tiles):  # rawdev develop refuses an overlap above half the tile
+        p.error(f"--tiles must be >= {2 * DEFAULT_OVERLAP} (twice rawdev's default --overlap)")
     return args
 
 

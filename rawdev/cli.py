@@ -70,9 +70,10 @@ def develop(
     white: opts.White = None,
     tile: opts.Tile = "auto",
     overlap: opts.Overlap = 16,
+    denoise: opts.Denoise = "auto",
     recursive: bool = typer.Option(False, "--recursive", "-r", help="Descend into folders, keep sub-folders."),
     overwrite: bool = typer.Option(False, help="Replace existing outputs."),
-    decode_timeout: float = typer.Option(120.0, "--decode-timeout", min=0.001,
+    decode_timeout: float = typer.Option(120.0, "--decode-timeout",
                                          help="Seconds a file may take to decode before it fails."),
     ray: str | None = typer.Option(None, "--ray", metavar="auto|ADDRESS",
                                    help="Spread the files over a Ray cluster (needs the optional ray extra): "
@@ -96,11 +97,19 @@ def develop(
         raise usage_error(f"--bits {bits}: a DNG always holds 16-bit linear data")
     if compression not in choices:
         raise usage_error(f"--compression {compression!r}: for {fmt.upper()} choose {', '.join(choices)}")
+    if not decode_timeout > 0:  # also refuses nan
+        raise usage_error(f"--decode-timeout {decode_timeout:g}: give a number of seconds above 0")
     try:
-        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits)
+        options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits, denoise)
         cfa_override = opts.cfa_option(cfa)
-    except (ValueError, CFAError) as exc:
+        opts.check_values(threads, black, white)
+        model_path = resolve_model(model)  # a shipped model is checked against its sha256 here
+    except (ValueError, CFAError) as exc:  # ContractError is a ValueError
         raise usage_error(str(exc)) from None
+    if ray is None:
+        from rawdev.batch import prestart_decoder
+
+        prestart_decoder()  # the decoder process starts now and imports while the model loads
     try:
         files = collect_inputs(inputs, recursive, include_png=True)
     except InputError as exc:
@@ -126,13 +135,14 @@ def develop(
     pool = None
     try:
         if ray is None:
-            from rawdev.batch import prestart_decoder
-
-            prestart_decoder()  # the decoder process imports while the model loads
-            session = open_session(resolve_model(model), device, threads, spinning=len(jobs) <= 1)
+            session = open_session(model_path, device, threads, spinning=len(jobs) <= 1)
+            opts.check_denoise(options, session.contract, session.path)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
-            pool = RayPool.start(ray, resolve_model(model), device, threads, files=len(jobs))
-    except (ContractError, DeviceUnavailable, ClusterUnavailable) as exc:
+            from rawdev.model import read_contract
+
+            opts.check_denoise(options, read_contract(model_path), model_path)
+            pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
+    except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
     err.print(opts.session_line(session) if pool is None else pool.describe())
     where = output if output is not None else "beside each input"
@@ -312,7 +322,7 @@ def models_path(name: str = typer.Argument(DEFAULT_MODEL)) -> None:
     from rawdev.model import ContractError, resolve_model
 
     try:
-        typer.echo(str(resolve_model(name)))
+        typer.echo(str(resolve_model(name, verify=False)))  # where it is, even when it is damaged
     except ContractError as exc:
         raise usage_error(str(exc)) from None
 

@@ -716,6 +716,7 @@ def register(app: typer.Typer) -> None:
         try:
             options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap)
             cfa_override = opts.cfa_option(cfa)
+            opts.check_values(threads, black, white)
         except (ValueError, CFAError) as exc:
             raise usage_error(str(exc)) from None
         try:

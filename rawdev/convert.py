@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rawdev import __version__
-from rawdev.model import ModelContract, weights_sha256, write_contract
+from rawdev.model import NOISE_CONTRACT, ModelContract, weights_sha256, write_contract
 
 OPSET = 17
 TRACE_SIZE = 64  # packed samples per side used while tracing
@@ -59,6 +59,7 @@ class ModelSpec:
     white_balance: str = "before"
     training_data: str = ""
     steps: int = 0
+    noise_max_shot: str = ""
 
 
 def _tf():
@@ -101,8 +102,18 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         normalization="mai" if paired else "black-white",
         white_balance="none" if paired else "before",
         training_data=_training_data(config),
+        noise_max_shot=_noise_max_shot(config),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _noise_max_shot(config: dict) -> str:
+    """The top of a noise-aware run's shot-noise range, as the contract records it."""
+    if config.get("variant") != "noise":
+        return ""
+    from rawdev.train.synth import SHOT_RANGE
+
+    return repr(float(config.get("max_shot") or SHOT_RANGE[1]))
 
 
 def _training_data(config: dict) -> str:
@@ -259,7 +270,7 @@ def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = 
     from rawdev.train.network import fold_for_inference
 
     trace_hw = (fixed_shape[0] // 2, fixed_shape[1] // 2) if fixed_shape else (TRACE_SIZE, TRACE_SIZE)
-    signature = [tf.TensorSpec((None, *trace_hw, 4), tf.float32, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((None, *trace_hw, input_planes(spec.variant)), tf.float32, name=INPUT_NAME)]
     deploy = fold_for_inference(model) if fold else model
     fn = tf.function(lambda x: deploy(x, training=False))
     proto, _ = tf2onnx.convert.from_function(fn, input_signature=signature, opset=OPSET)
@@ -593,6 +604,13 @@ def depth_to_space_nhwc(proto) -> int:
     return len([k for k, v in replacements.items() if v])
 
 
+def input_planes(variant: str) -> int:
+    """Channels of the network's input: the four packed planes, and their noise sigma planes."""
+    from rawdev.train.network import NOISE_PLANES
+
+    return 4 + NOISE_PLANES * (variant == "noise")
+
+
 def parity(model, proto, shapes: list[tuple[int, ...]], seed: int = 0) -> float:
     """Largest |TensorFlow - onnxruntime| over random inputs of the given shapes."""
     import onnxruntime as ort
@@ -635,10 +653,11 @@ def convert_checkpoint(
     # tf2onnx's initializer order nor the graph rewrites change a model's identity.
     digest = weights_sha256(model.get_weights())
     rewrites = rewrite_graph(proto) if rewrite else {}
+    c = input_planes(spec.variant)
     if fixed_shape:
-        shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, 4)]
+        shapes = [(1, fixed_shape[0] // 2, fixed_shape[1] // 2, c)]
     else:
-        shapes = [(1, TRACE_SIZE, TRACE_SIZE, 4), (2, 40, 72, 4), (1, 30, 50, 4)]
+        shapes = [(1, TRACE_SIZE, TRACE_SIZE, c), (2, 40, 72, c), (1, 30, 50, c)]
     diff = parity(model, proto, shapes)
     if not diff <= limit:
         raise ConversionError(f"onnxruntime differs from TensorFlow by {diff:.3g} (limit {limit:g}); nothing written")
@@ -647,6 +666,7 @@ def convert_checkpoint(
         output_space=spec.output_space,
         scale=2, width=spec.width, variant=spec.variant, version=__version__,
         training_data=spec.training_data, steps=spec.steps, weights_sha256=digest,
+        **(NOISE_CONTRACT if spec.variant == "noise" else {}), noise_max_shot=spec.noise_max_shot,
     )
     write_contract(proto, contract)
     proto.producer_name = "rawdev convert-weights"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from rawdev.color import LOOKS, Rendering, render_to_int
+from rawdev.noise import NoiseModel, estimate_noise
 from rawdev.normalize import QUAD_MODES, Prepared, parse_wb, prepare
 from rawdev.raw import Mosaic
 from rawdev.session import ModelSession
@@ -17,6 +19,8 @@ DEFAULT_TILE = 256  # packed samples (512 output pixels): as fast as 512 whole-f
 DEFAULT_OVERLAP = 16
 AUTO_EXPOSURE_PERCENTILE = 99.0  # LibRaw's auto-bright: 1% of pixels may clip
 AUTO_EXPOSURE_MAX_EV = 6.0
+MAX_EXPOSURE_EV = 16.0  # a 16-bit image holds 16 stops: beyond this every pixel is black or white
+MAX_DENOISE = 4.0
 
 
 @dataclass(frozen=True)
@@ -30,6 +34,7 @@ class DevelopOptions:
     bits: int = 16
     tile: int | None = None  # packed samples; None = auto
     overlap: int = DEFAULT_OVERLAP
+    denoise: str = "auto"  # "auto" (the sensor's noise) or a strength S: 0 keeps the grain, 2 is stronger
 
     def __post_init__(self):
         if self.look not in LOOKS:
@@ -43,11 +48,34 @@ class DevelopOptions:
             raise ValueError(f"--tile {self.tile}: give auto or a size of at least 2 packed samples")
         if self.overlap < 0:
             raise ValueError(f"--overlap {self.overlap}: must be 0 or more")
+        tile = self.tile or DEFAULT_TILE
+        if 2 * self.overlap > tile:  # else the tiler steps by a few samples: many times the tiles, minutes
+            size = f"{tile} packed samples" + ("" if self.tile else " with --tile auto")
+            raise ValueError(f"--overlap {self.overlap}: at most half the tile ({size}); "
+                             "give a smaller --overlap or a larger --tile")
         if self.exposure != "auto":
             try:
-                float(self.exposure)
+                ev = float(self.exposure)
             except ValueError:
-                raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV") from None
+                ev = math.nan
+            if not abs(ev) <= MAX_EXPOSURE_EV:  # also refuses nan and inf
+                raise ValueError(f"--exposure {self.exposure!r}: give auto or a number of EV "
+                                 f"from -{MAX_EXPOSURE_EV:g} to {MAX_EXPOSURE_EV:g}")
+        self.denoise_strength  # noqa: B018 (a usage error before any file is read)
+
+    @property
+    def denoise_strength(self) -> float:
+        """The factor on the sensor's noise level told to a noise-aware model (auto: 1)."""
+        if self.denoise == "auto":
+            return 1.0
+        try:
+            strength = float(self.denoise)
+        except ValueError:
+            strength = float("nan")
+        if not 0.0 <= strength <= MAX_DENOISE:  # also refuses nan
+            raise ValueError(f"--denoise {self.denoise!r}: give auto or a strength from 0 (keep the grain) "
+                             f"through 1 (the sensor's noise) to {MAX_DENOISE:g}")
+        return strength
 
 
 @dataclass
@@ -59,6 +87,7 @@ class Developed:
     wb_gains: np.ndarray
     tiles: int
     tile_shape: tuple[int, int]
+    noise: NoiseModel | None = None  # the noise level told to a noise-aware model
     rendering: Rendering | None = None  # how white-balanced camera RGB becomes sRGB (linear models)
 
 
@@ -97,10 +126,12 @@ def develop_mosaic(
     linear camera RGB with the white balance undone, uint16, 0 = black and 65535 = the sensor's
     white; ``Developed.rendering`` still says how rawdev would render it."""
     contract = model.contract
+    noise = sensor_noise(mosaic) if contract.noise_input == "sigma-planes" else None
     linear = contract.output_space == "linear"
     if camera_rgb and not linear:
         raise ValueError("camera RGB output needs a model with linear output")
-    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer, headroom=True)
+    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer, noise, options.denoise_strength,
+                       headroom=True)
     cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
     # The input was divided by prepared.headroom: this matrix undoes it on the network's output.
     out_to_srgb = np.asarray(cam_to_srgb, np.float64) * prepared.headroom
@@ -141,4 +172,11 @@ def develop_mosaic(
             target[...] = render_to_int(pixels, rendering_out, peak)
         else:
             target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
-    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, rendering if linear else None)
+    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, noise, rendering if linear else None)
+
+
+def sensor_noise(mosaic: Mosaic) -> NoiseModel:
+    """The file's NoiseProfile, else an estimate from the mosaic itself."""
+    if mosaic.noise_profile is not None:
+        return mosaic.noise_profile
+    return estimate_noise(mosaic.data, mosaic.cfa.period, mosaic.black, mosaic.white)

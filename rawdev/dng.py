@@ -67,7 +67,41 @@ PHOTOMETRIC_CFA = 32803
 D65 = 21
 
 # TIFF field types.
-BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL = 1, 2, 3, 4, 5, 7, 10
+BYTE, ASCII, SHORT, LONG, RATIONAL, UNDEFINED, SRATIONAL, DOUBLE = 1, 2, 3, 4, 5, 7, 10, 12
+NOISE_PROFILE = 51041
+WORD_TYPES = {SHORT, LONG, 8, 9, 13, 16, 17, 18}  # (S)SHORT, (S)LONG, IFD, (S)LONG8, IFD8
+INTEGER_TYPES = WORD_TYPES | {BYTE, 6, UNDEFINED}  # and (S)BYTE, UNDEFINED: what CFAPattern may be
+TYPE_NAMES = {BYTE: "BYTE", ASCII: "ASCII", SHORT: "SHORT", LONG: "LONG", RATIONAL: "RATIONAL",
+              UNDEFINED: "UNDEFINED", SRATIONAL: "SRATIONAL", 11: "FLOAT", DOUBLE: "DOUBLE"}
+TAG_NAMES = {NEW_SUBFILE_TYPE: "NewSubfileType", 262: "PhotometricInterpretation",
+             CFA_REPEAT_PATTERN_DIM: "CFARepeatPatternDim", CFA_PATTERN: "CFAPattern",
+             CFA_PLANE_COLOR: "CFAPlaneColor", CALIBRATION_ILLUMINANT_1: "CalibrationIlluminant1",
+             CALIBRATION_ILLUMINANT_2: "CalibrationIlluminant2"}
+
+
+class DamagedTagError(ValueError):
+    """A tag rawdev reads whose value has a type or count no DNG writer gives it."""
+
+
+def tag_integers(tags, code: int, count: int | None = None, types: set[int] = WORD_TYPES) -> list[int] | None:
+    """The values of integer tag ``code`` (None when absent); DamagedTagError ("damaged DNG tag N
+    (Name): ...") when its type is not one of ``types`` (SHORT, LONG and the like unless told: a
+    SHORT read as BYTE is cut short) or it holds not ``count`` values. tifffile gives a number, a
+    tuple, or bytes for BYTE / UNDEFINED, whatever type and count the file claims."""
+    tag = tags.get(code)
+    if tag is None:
+        return None
+    value, dtype = tag.value, int(tag.dtype)
+    items = tuple(value) if isinstance(value, (bytes, tuple)) else (value,)
+    name = f"damaged DNG tag {code} ({TAG_NAMES.get(code, 'unknown')})"
+    if dtype not in types or not all(isinstance(v, (int, np.integer)) for v in items):
+        kind = TYPE_NAMES.get(dtype, f"type {dtype}")
+        raise DamagedTagError(f"{name}: holds {kind} data where integers belong; copy the file again from the card")
+    if count is not None and len(items) != count:
+        n = len(items)
+        raise DamagedTagError(f"{name}: holds {n} value{'s' * (n != 1)}, not {count}; "
+                              "copy the file again from the card")
+    return [int(v) for v in items]
 
 
 def _rationals(values, signed: bool = False, denominator: int = 1_000_000) -> tuple[int, ...]:
@@ -121,6 +155,7 @@ def write_dng(
     lens: str | None = None,
     bits_per_sample: int = 16,
     compress: bool = False,
+    noise_profile: tuple[float, float] | None = None,
 ) -> None:
     """Write a CFA mosaic as a DNG.
 
@@ -133,6 +168,7 @@ def write_dng(
     AsShotNeutral is their reciprocal normalized to G = 1. ``datetime`` is "YYYY:MM:DD HH:MM:SS".
     ``compress=True`` stores one lossless-JPEG strip (Compression 7) instead of uncompressed
     data. Only 16-bit storage is written (the levels say how many bits are used).
+    ``noise_profile`` (S, O) is written as NoiseProfile: variance = S x + O, x in [0, 1].
     """
     import tifffile
 
@@ -179,6 +215,8 @@ def write_dng(
         (CALIBRATION_ILLUMINANT_1, SHORT, 1, D65, True),
         (AS_SHOT_NEUTRAL, RATIONAL, 3, _rationals(neutral), True),
     ]
+    if noise_profile is not None:
+        tags.append((NOISE_PROFILE, DOUBLE, 2, tuple(float(v) for v in noise_profile), True))
     capture = _capture_tags(datetime, exposure_time, f_number, iso, focal_length, lens)
     # The capture tags go into IFD0 (the DNG specification allows EXIF tags there) and, because
     # LibRaw reads ISOSpeedRatings only from an EXIF IFD, into an EXIF IFD as well.
@@ -307,21 +345,16 @@ def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
     with tif:
         for page in _raw_cfa_pages(tif):
             tags = page.tags
-            dim, pat = tags.get(CFA_REPEAT_PATTERN_DIM), tags.get(CFA_PATTERN)
-            if dim is None or pat is None:
+            if CFA_REPEAT_PATTERN_DIM not in tags or CFA_PATTERN not in tags:
                 continue
-            rows, cols = (int(v) for v in np.ravel(dim.value)[:2])
-            value = pat.value
-            values = np.frombuffer(value, np.uint8) if isinstance(value, bytes) else np.ravel(value)
+            rows, cols = tag_integers(tags, CFA_REPEAT_PATTERN_DIM, count=2)
+            values = np.asarray(tag_integers(tags, CFA_PATTERN, types=INTEGER_TYPES), np.int64)
             if rows < 1 or cols < 1 or values.size < rows * cols:
                 continue
-            pattern = np.asarray(values[: rows * cols], np.int64).reshape(rows, cols)
-            planes = tags.get(CFA_PLANE_COLOR)
-            if planes is not None:
-                pv = planes.value
-                plane = np.frombuffer(pv, np.uint8) if isinstance(pv, bytes) else np.ravel(pv)
-                if pattern.max() < plane.size:
-                    pattern = np.asarray(plane, np.int64)[pattern]
+            pattern = values[: rows * cols].reshape(rows, cols)
+            plane = tag_integers(tags, CFA_PLANE_COLOR, types=INTEGER_TYPES)
+            if plane is not None and pattern.max() < len(plane):
+                pattern = np.asarray(plane, np.int64)[pattern]
             return (rows, cols), pattern
     return None
 
@@ -346,6 +379,8 @@ def dng_data_problem(path) -> str | None:
                 return None
             for page in _raw_cfa_pages(tif):
                 return _segment_problem(page.tags, Path(path).stat().st_size)
+    except DamagedTagError as exc:  # a tag that says where the mosaic is, damaged
+        return str(exc)
     except Exception:  # not TIFF-based, or damaged beyond tifffile: LibRaw decides
         return None
     finally:
@@ -394,9 +429,9 @@ def _raw_cfa_pages(tif):
     """The IFDs that hold the raw mosaic: full resolution (NewSubfileType 0 or absent) and
     PhotometricInterpretation CFA."""
     for page in _all_pages(tif):
-        sub, photometric = page.tags.get(NEW_SUBFILE_TYPE), page.tags.get(262)
-        full_size = sub is None or int(sub.value) == 0
-        if full_size and photometric is not None and int(photometric.value) == PHOTOMETRIC_CFA:
+        sub = tag_integers(page.tags, NEW_SUBFILE_TYPE, count=1)
+        photometric = tag_integers(page.tags, 262, count=1)
+        if (sub is None or sub == [0]) and photometric == [PHOTOMETRIC_CFA]:
             yield page
 
 
@@ -456,8 +491,8 @@ def read_dng_colour_profile(path) -> ColourProfile | None:
                 matrix = _matrix(tag) if tag is not None else None
                 if matrix is None:
                     continue
-                ill, fwd = tags.get(illuminant_code), tags.get(forward_code)
-                illuminants.append(int(ill.value) if ill is not None else 0)
+                ill, fwd = tag_integers(tags, illuminant_code, count=1), tags.get(forward_code)
+                illuminants.append(ill[0] if ill is not None else 0)
                 matrices.append(matrix)
                 forwards.append(_matrix(fwd) if fwd is not None else None)
             if matrices:
@@ -473,3 +508,29 @@ def read_dng_color_matrices(path) -> list[tuple[int, np.ndarray]]:
     empty for files that are not TIFF-based or carry none. Only 3-colour matrices are returned."""
     profile = read_dng_colour_profile(path)
     return [] if profile is None else list(zip(profile.illuminants, profile.color_matrices))
+
+
+def read_dng_noise_profile(path) -> tuple[float, float] | None:
+    """(S, O) of a DNG's NoiseProfile (variance = S x + O; the mean over the CFA planes when it
+    gives one pair per plane), or None: no such tag, not TIFF-based, or values that are not a
+    noise model (negative or not finite)."""
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(Path(path))
+    except (tifffile.TiffFileError, ValueError, struct.error, OSError):
+        return None
+    with tif:
+        for page in _all_pages(tif):
+            tag = page.tags.get(NOISE_PROFILE)
+            if tag is None:
+                continue
+            try:
+                values = np.asarray(tag.value, np.float64).ravel()
+            except (TypeError, ValueError):
+                return None
+            if values.size < 2 or values.size % 2 or not np.all(np.isfinite(values)) or np.any(values < 0):
+                return None
+            pairs = values.reshape(-1, 2)
+            return float(pairs[:, 0].mean()), float(pairs[:, 1].mean())
+    return None

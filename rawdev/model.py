@@ -27,10 +27,16 @@ PACKINGS = {
 NORMALIZATIONS = ("black-white", "mai")
 OUTPUT_SPACES = ("linear", "srgb")
 NOISE_INPUTS = ("none", "sigma-planes")
+# What the contract of a noise-aware network (train variant "noise") says beyond the defaults.
+NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no"}
 
 
 class ContractError(ValueError):
     """An ONNX file that does not say, or says something impossible, about what it expects."""
+
+
+class ModelIntegrityError(ContractError):
+    """A shipped model whose file is missing or differs from the sha256 its registry recorded."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,9 @@ class ModelContract:
     # "yes": input below the black level is clipped to 0 (the older models were trained so);
     # "no": it is kept, so the noise around black averages to the true level.
     clip_below_black: str = "yes"
+    # The noisiest shot level a noise-aware model was trained on (text; "" = not recorded): the
+    # noise it is told is capped there, so a strong --denoise never asks for more than it knows.
+    noise_max_shot: str = ""
 
     def __post_init__(self):
         if self.packing not in PACKINGS:
@@ -66,6 +75,12 @@ class ModelContract:
             raise ContractError(f"output_space {self.output_space!r} is not one of {OUTPUT_SPACES}")
         if self.noise_input not in NOISE_INPUTS:
             raise ContractError(f"noise_input {self.noise_input!r} is not one of {NOISE_INPUTS}")
+        if self.noise_max_shot:
+            try:
+                if not float(self.noise_max_shot) > 0:
+                    raise ValueError
+            except ValueError:
+                raise ContractError(f"noise_max_shot {self.noise_max_shot!r} is not a positive number") from None
         if self.clip_below_black not in ("yes", "no"):
             raise ContractError(f"clip_below_black {self.clip_below_black!r} must be 'yes' or 'no'")
 
@@ -151,6 +166,18 @@ class RegisteredModel:
     def verify(self) -> bool:
         return self.path.exists() and file_sha256(self.path) == self.sha256
 
+    def check(self) -> None:
+        """Raise ModelIntegrityError (one line: which model, what is wrong, what to do) unless the
+        file is there and matches the registry's sha256."""
+        if not self.path.is_file():
+            raise ModelIntegrityError(f"model {self.name}: its file {self.path} is missing; reinstall rawdev")
+        actual = file_sha256(self.path)
+        if actual != self.sha256:
+            raise ModelIntegrityError(
+                f"model {self.name}: {self.path} does not match the sha256 in the registry (file "
+                f"{actual[:12]}, registry {self.sha256[:12]}): it is damaged or was replaced; reinstall rawdev, "
+                "or give the file as --model PATH.onnx to use it unchecked")
+
 
 def registry() -> dict[str, RegisteredModel]:
     """Models shipped in rawdev/weights (listed in registry.json)."""
@@ -164,8 +191,11 @@ def registry() -> dict[str, RegisteredModel]:
     }
 
 
-def resolve_model(name_or_path: str | None) -> Path:
-    """A registry name or a path to an .onnx file -> the file's path."""
+def resolve_model(name_or_path: str | None, verify: bool = True) -> Path:
+    """A registry name or a path to an .onnx file -> the file's path.
+
+    A registry name's file is checked against the registry's sha256 (``verify``; a few
+    milliseconds, once a run): ModelIntegrityError when it differs. A path is used as it is."""
     name = name_or_path or DEFAULT_MODEL
     candidate = Path(name).expanduser()
     if candidate.suffix == ".onnx" or candidate.exists():
@@ -176,4 +206,6 @@ def resolve_model(name_or_path: str | None) -> Path:
     if name not in models:
         known = ", ".join(sorted(models)) or "none shipped"
         raise ContractError(f"unknown model {name!r} (shipped: {known}); give a registry name or an .onnx path")
+    if verify:
+        models[name].check()
     return models[name].path

@@ -12,6 +12,7 @@ import numpy as np
 
 from rawdev import cfa as cfa_mod
 from rawdev.model import ModelContract
+from rawdev.noise import NoiseModel, noise_sigma, trained_ceiling
 from rawdev.raw import Mosaic
 
 QUAD_MODES = ("bin", "remosaic")
@@ -56,30 +57,6 @@ def white_balance_gains(mosaic: Mosaic, wb: str) -> np.ndarray:
     return mosaic.wb_daylight
 
 
-@dataclass(frozen=True)
-class NoiseModel:
-    """Sensor noise as variance = shot * x + read, x the signal in [0, 1] of the sensor's range
-    (black to white, before white balance): the DNG NoiseProfile's S and O."""
-
-    shot: float
-    read: float
-
-    def scaled(self, factor: float) -> NoiseModel:
-        """The model of an average of ``1 / factor`` independent samples (binning: 0.25)."""
-        return NoiseModel(self.shot * factor, self.read * factor)
-
-
-def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0) -> np.ndarray:
-    """Noise standard deviation of each packed sample, in the units of the white-balanced input:
-    ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength."""
-    g = np.asarray(gains, np.float32)
-    var = np.maximum(planes, 0.0) * (np.float32(noise.shot) * g) + np.float32(noise.read) * g * g
-    sigma = np.sqrt(var, dtype=np.float32)
-    if strength != 1.0:
-        sigma *= np.float32(strength)
-    return sigma
-
-
 class PackedSource:
     """Lazily normalized, white-balanced, packed planes of a canonical RGGB mosaic.
 
@@ -89,7 +66,7 @@ class PackedSource:
 
     def __init__(self, raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,
                  sites: tuple[tuple[int, int], ...], clip: bool, clip_low: bool = True,
-                 noise: NoiseModel | None = None, strength: float = 1.0):
+                 noise: NoiseModel | None = None, strength: float = 1.0, ceiling: NoiseModel | None = None):
         self.raw = raw
         self.sites = sites
         # Per-plane offset and scale: value = (raw - black) * scale, clipped.
@@ -101,6 +78,7 @@ class PackedSource:
         self.clip_low = clip_low
         self.noise = noise
         self.strength = strength
+        self.ceiling = ceiling
         n = len(sites)
         self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, 2 * n if noise is not None else n)
 
@@ -117,7 +95,18 @@ class PackedSource:
             np.clip(planes, 0.0 if self.clip_low else None, 1.0, out=planes)
         if self.noise is None:
             return planes
-        return np.concatenate([planes, noise_sigma(planes, self.plane_gains, self.noise, self.strength)], axis=-1)
+        sigma = noise_sigma(planes, self.plane_gains, self.noise, self.strength, self.ceiling)
+        return np.concatenate([planes, sigma], axis=-1)
+
+
+def brightest_white_balanced(raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,
+                             sites: tuple[tuple[int, int], ...]) -> float:
+    """The largest white-balanced, normalized sample of a canonical mosaic ((raw - black) /
+    (white - black) x gain of its site): above 1 where the gains would clip it (prepare's headroom)."""
+    colour = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+    peaks = [(float(np.max(raw[dy::2, dx::2])) - black[dy, dx]) / (white - black[dy, dx]) * gains[colour[(dy, dx)]]
+             for dy, dx in sites if raw[dy::2, dx::2].size]
+    return max(peaks, default=0.0)
 
 
 @dataclass
@@ -138,10 +127,12 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
     the noise sigma planes for a model that takes them (``noise``: the sensor's noise model,
     ``strength``: the denoising strength that scales it).
 
-    ``headroom``: for a model with linear output, divide the white-balanced input by the largest
-    gain (``Prepared.headroom``), so that a channel below the sensor's white is not clipped at 1
-    after its gain (a red at 60 % with gain 2.2 would be cut to 45 %); the caller multiplies the
-    output back. Off by default: training data (rawdev.train.synth) is made without it."""
+    ``headroom``: for a model with linear output, divide the white-balanced input by its brightest
+    sample when that is above 1 (at most by the largest gain; ``Prepared.headroom``), so that a
+    channel below the sensor's white is not clipped at 1 after its gain (a red at 60 % with gain
+    2.2 would be cut to 45 %); the caller multiplies the output back. An image with nothing to clip
+    is fed as before (the network sees darker input only where it must). Off by default: training
+    data (rawdev.train.synth) is made without it."""
     if quad not in QUAD_MODES:
         raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
     data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
@@ -169,10 +160,15 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
             noise = noise.scaled(0.25)
         # Quantization adds a uniform error of one raw step.
         step = 1.0 / max(white - float(np.mean(black)), 1.0)
-        noise = NoiseModel(noise.shot, noise.read + step * step / 12)
+        noise = NoiseModel(noise.shot, noise.read + step * step / 12, noise.source)
+        ceiling = trained_ceiling(float(contract.noise_max_shot)) if contract.noise_max_shot else None
     else:
-        noise = None
-    scale = max(float(np.max(gains)), 1.0) if headroom and clip and contract.output_space == "linear" else 1.0
+        noise = ceiling = None
+    scale = 1.0
+    if headroom and clip and contract.output_space == "linear":
+        scale = brightest_white_balanced(canonical_data, black, white, gains, contract.sites)
+        scale = min(max(scale, 1.0), max(float(np.max(gains)), 1.0))
     source = PackedSource(canonical_data, black, white, gains / scale, contract.sites, clip,
-                          clip_low=contract.clip_below_black == "yes", noise=noise, strength=strength)
+                          clip_low=contract.clip_below_black == "yes", noise=noise, strength=strength,
+                          ceiling=ceiling)
     return Prepared(source, canonical, gains, scale)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,6 +24,9 @@ Black = Annotated[float | None, typer.Option(help="Override the black level (PNG
 White = Annotated[float | None, typer.Option(help="Override the white level (PNG mosaics: default 1020).")]
 Tile = Annotated[str, typer.Option(help="Tile size in packed samples (auto or N).")]
 Overlap = Annotated[int, typer.Option(help="Tile overlap in packed samples.")]
+Denoise = Annotated[str, typer.Option(help="Denoising strength of a noise-aware model: auto (the sensor's "
+                                           "noise, from the DNG NoiseProfile or estimated), or S from 0 (keep "
+                                           "the grain) to 4; 2 is twice as strong.")]
 
 def parse_tile(tile: str) -> int | None:
     if tile == "auto":
@@ -34,12 +38,31 @@ def parse_tile(tile: str) -> int | None:
 
 
 def develop_options(wb: str, quad_bayer: str, exposure: str, look: str, tile: str, overlap: int,
-                    bits: int = 16) -> DevelopOptions:
+                    bits: int = 16, denoise: str = "auto") -> DevelopOptions:
     """DevelopOptions from the shared command-line values; ValueError says what is wrong."""
     from rawdev.develop import DevelopOptions
 
     return DevelopOptions(wb=wb, quad_bayer=quad_bayer, exposure=exposure, look=look, bits=bits,
-                          tile=parse_tile(tile), overlap=overlap)
+                          tile=parse_tile(tile), overlap=overlap, denoise=denoise)
+
+
+def check_denoise(options: DevelopOptions, contract, model_path: Path) -> None:
+    """A strength given for a model that takes no noise level is a usage error (ValueError)."""
+    if options.denoise != "auto" and contract.noise_input == "none":
+        raise ValueError(f"--denoise is not available for {Path(model_path).name}: it takes no noise level; "
+                         "leave --denoise out or choose a noise-aware model (rawdev models list)")
+
+
+def check_values(threads: int, black: float | None, white: float | None) -> None:
+    """Usage errors in the other values `develop` and `compare` share (ValueError), found before
+    any file is read rather than once per file."""
+    if threads < 0:
+        raise ValueError(f"--threads {threads}: give 0 (all cores) or a positive number")
+    for name, level in (("--black", black), ("--white", white)):
+        if level is not None and not 0 <= level < math.inf:  # also refuses nan
+            raise ValueError(f"{name} {level:g}: give a finite level of 0 or more")
+    if black is not None and white is not None and white <= black:
+        raise ValueError(f"--white {white:g} must be above --black {black:g}")
 
 
 def cfa_option(text: str | None) -> CFA | None:
@@ -51,5 +74,6 @@ def cfa_option(text: str | None) -> CFA | None:
 def session_line(session) -> str:
     """One line naming the model and the execution providers onnxruntime really applied."""
     c = session.contract
-    return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}) "
+    told = ", told the noise level" if c.noise_input != "none" else ""
+    return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}{told}) "
             f"on {', '.join(session.providers)}")

@@ -11,6 +11,7 @@ import numpy as np
 from rawdev import cfa as cfa_mod
 from rawdev.color import cam_to_srgb_matrix
 from rawdev.dng import ColourProfile
+from rawdev.noise import NoiseModel
 from rawdev.output import CaptureInfo
 
 RAW_SUFFIXES = {
@@ -72,6 +73,7 @@ class Mosaic:
     info: CaptureInfo = field(default_factory=CaptureInfo)
     source: Path | None = None
     normalization: str = "black-white"  # or "mai": no black level, divide by 4*255
+    noise_profile: NoiseModel | None = None  # the file's own noise model (DNG NoiseProfile)
 
     @property
     def megapixels(self) -> float:
@@ -157,7 +159,17 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
         colour_profile=_colour_profile(path, raw),
         info=_capture_info(path, raw),
         source=path,
+        noise_profile=_noise_profile(path),
     )
+
+
+def _noise_profile(path: Path) -> NoiseModel | None:
+    from rawdev.dng import read_dng_noise_profile
+
+    if path.suffix.lower() != ".dng":
+        return None
+    profile = read_dng_noise_profile(path)
+    return NoiseModel(*profile, source="NoiseProfile") if profile is not None else None
 
 
 ZERO_FILLED_FRACTION = 0.01  # real sensors: dead pixels, well under 0.1 %
@@ -231,9 +243,12 @@ def _dng_black_levels(path: Path, period: int) -> np.ndarray | None:
 def _file_cfa(path: Path, raw) -> cfa_mod.CFA:
     """The file's CFA. A DNG's own CFA tags win over LibRaw, which collapses a 4x4 Quad-Bayer
     pattern into a 2x2 one that is not even Bayer."""
-    from rawdev.dng import read_dng_cfa_tags
+    from rawdev.dng import DamagedTagError, read_dng_cfa_tags
 
-    tags = read_dng_cfa_tags(path)
+    try:
+        tags = read_dng_cfa_tags(path)
+    except DamagedTagError as exc:
+        raise RawReadError(str(exc)) from None
     try:
         if tags is not None:
             (rows, cols), pattern = tags

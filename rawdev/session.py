@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rawdev.model import ModelContract, read_contract
+from rawdev.model import ContractError, ModelContract
 
 DEVICES = ("auto", "cpu", "cuda", "nnapi")
 PROVIDER_OF = {
@@ -80,7 +80,6 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     9 MP files ran 12 % faster a file; a lone file's inference about 3 % slower)."""
     import onnxruntime as ort
 
-    contract = read_contract(path)
     providers = provider_list(device, available_providers())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -89,7 +88,10 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    session = _inference_session(path, options, providers)
+    # The contract comes from the session's own copy of the metadata: no second read of the file,
+    # and no `import onnx` (a second or so) on the develop path.
+    contract = ModelContract.from_metadata(session.get_modelmeta().custom_metadata_map, source=str(path))
     applied = session.get_providers()
     primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     if primary not in applied:
@@ -101,3 +103,14 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     if len(inputs) != 1 or len(outputs) != 1:
         raise DeviceUnavailable(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
     return ModelSession(path, contract, session, device, applied, inputs[0].name, outputs[0].name)
+
+
+def _inference_session(path: Path, options, providers):
+    """``ort.InferenceSession``; a file onnxruntime cannot parse is a ContractError (a usage error)."""
+    import onnxruntime as ort
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+    except (state.InvalidProtobuf, state.InvalidGraph, state.NoSuchFile) as exc:
+        raise ContractError(f"{path}: not a readable ONNX file ({exc.__class__.__name__})") from exc

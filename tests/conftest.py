@@ -1,7 +1,9 @@
-"""Shared fixtures: tiny real ONNX models, a DNG writer with sensible defaults, the real samples."""
+"""Shared fixtures: tiny real ONNX models, a DNG writer with sensible defaults, damaged copies of
+its files, the real samples."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +66,26 @@ def raw_samples() -> Path:
     if not RAW_SAMPLES.is_dir():
         pytest.skip(f"real RAW samples not available ({RAW_SAMPLES} is absent)")
     return RAW_SAMPLES
+
+
+def raw_ifd_entry(source: Path, tag: int):
+    """The tifffile entry of ``tag`` in the CFA IFD of a DNG (its offsets say where to damage it)."""
+    import tifffile
+
+    from rawdev.dng import _all_pages
+
+    with tifffile.TiffFile(source) as tif:
+        page = next(p for p in _all_pages(tif) if p.tags.get(262) and int(p.tags[262].value) == 32803)
+        return page.tags[tag]
+
+
+def retype_raw_ifd(source: Path, target: Path, tag: int, dtype: int | None = None, count: int | None = None) -> None:
+    """Copy ``source`` with the type or the count of one entry of its CFA IFD changed, as one
+    flipped bit does (SHORT 3 -> UNDEFINED 7, a count of 1 -> 2)."""
+    data = bytearray(source.read_bytes())
+    entry = raw_ifd_entry(source, tag)
+    if dtype is not None:
+        struct.pack_into("<H", data, entry.offset + 2, dtype)
+    if count is not None:
+        struct.pack_into("<I", data, entry.offset + 4, count)
+    target.write_bytes(data)

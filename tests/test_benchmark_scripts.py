@@ -87,7 +87,7 @@ def test_speed_runs_and_reports_missing_tools(tmp_path, tiny_dng, model, monkeyp
 
 def test_scaling_runs_on_a_tiny_size(tmp_path, model):
     out, md = tmp_path / "scaling.json", tmp_path / "R.md"
-    rc = scaling.main(["--sizes", "0.01", "--tiles", "16", "--tile-file-mp", "0.01", "--repeats", "1",
+    rc = scaling.main(["--sizes", "0.01", "--tiles", "32", "--tile-file-mp", "0.01", "--repeats", "1",
                        "--no-warmup", "--model", str(model), "--workdir", str(tmp_path / "dngs"),
                        "--out", str(out), "--results-md", str(md), "--quiet"])
     assert rc == 0
@@ -96,8 +96,8 @@ def test_scaling_runs_on_a_tiny_size(tmp_path, model):
     h, w = scaling.dims_for(0.01)
     assert (size["height"], size["width"]) == (h, w) and h % 4 == 0 and w % 4 == 0
     assert size["ok"] and size["peak_rss_mb"]["median"] > 10
-    assert [t["tile"] for t in report["tiles"]] == [16]
-    assert report["tiles"][0]["ok"] and report["recommended_tile"]["tile"] == 16
+    assert [t["tile"] for t in report["tiles"]] == [32]
+    assert report["tiles"][0]["ok"] and report["recommended_tile"]["tile"] == 32
     assert "| --tile |" in _section(md, "scaling")
     # --merge keeps the part not measured again (here: the sizes; nothing is run).
     assert scaling.main(["--sizes", "--tiles", "--merge", "--model", str(model), "--workdir", str(tmp_path / "dngs"),

@@ -282,6 +282,10 @@ def test_file_against_a_folder_finds_its_namesake(tmp_path):
         (["raws/c.tif", "refs"], "holds no TIFF, PNG or JPEG named c"),
         (["raws/a.tif", "refs/a.png", "--border", "-1"], "--border"),
         (["raws/a.tif", "refs/a.png", "--look", "vivid"], "--look"),
+        (["raws/a.tif", "refs/a.png", "--threads", "-2"], "--threads -2"),
+        (["raws/a.tif", "refs/a.png", "--overlap", "200"], "--overlap 200: at most half the tile"),
+        (["raws/a.tif", "refs/a.png", "--exposure", "inf"], "--exposure 'inf'"),
+        (["raws/a.tif", "refs/a.png", "--black", "nan"], "--black nan"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path, args, message):

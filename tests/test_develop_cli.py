@@ -15,7 +15,7 @@ rawpy = pytest.importorskip("rawpy")
 
 import imagecodecs  # noqa: E402
 import tifffile  # noqa: E402
-from conftest import random_mosaic, write_test_dng  # noqa: E402
+from conftest import random_mosaic, retype_raw_ifd, write_test_dng  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from rawdev.cfa import mosaic, parse_cfa  # noqa: E402
@@ -289,6 +289,17 @@ def test_read_only_output_folder_is_a_usage_error(inputs, tmp_path, bilinear_mod
         (["--device", "tpu"], "unknown device 'tpu'"),
         (["--compression", "jpeg"], "--compression 'jpeg': for TIFF choose deflate, zstd, lzw, none"),
         (["-f", "png", "--compression", "zstd"], "--compression 'zstd': for PNG choose deflate, none"),
+        # values that ran for minutes (the tiler stepped by 2 samples) or failed every file
+        (["--overlap", "100000"], "--overlap 100000: at most half the tile (256 packed samples with --tile auto)"),
+        (["--tile", "8", "--overlap", "16"], "--overlap 16: at most half the tile (8 packed samples)"),
+        (["--exposure", "nan"], "--exposure 'nan': give auto or a number of EV from -16 to 16"),
+        (["--exposure", "inf"], "--exposure 'inf'"),
+        (["--exposure", "5000"], "--exposure '5000'"),
+        (["--threads", "-1"], "--threads -1: give 0 (all cores) or a positive number"),
+        (["--black", "nan"], "--black nan"),
+        (["--white", "inf"], "--white inf"),
+        (["--black", "300", "--white", "200"], "--white 200 must be above --black 300"),
+        (["--decode-timeout", "nan"], "--decode-timeout nan"),
     ],
 )
 def test_usage_errors_exit_2_before_any_file_is_written(inputs, tmp_path, bilinear_model, args, message):
@@ -296,7 +307,35 @@ def test_usage_errors_exit_2_before_any_file_is_written(inputs, tmp_path, biline
     result = develop(inputs, "-o", out, *args, model=bilinear_model)
     assert result.exit_code == 2, result.output
     assert "error:" in result.output and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_an_overlap_of_half_the_tile_is_accepted(inputs, tmp_path, bilinear_model):
+    result = develop(inputs / "bayer.dng", "-o", tmp_path / "out", "--tile", "32", "--overlap", "16",
+                     model=bilinear_model)
+    assert result.exit_code == 0, result.output
+
+
+HEAVY_MODULES = ("onnx", "tensorflow", "tf2onnx", "matplotlib", "ray")
+
+
+def test_develop_imports_neither_onnx_nor_the_training_and_cluster_libraries(tmp_path):
+    """The shipped model's contract comes from onnxruntime's metadata: `import onnx` alone cost
+    1.1 s of every run. A fresh process, as a user starts it, on the example chart."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys\nfrom rawdev.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n"
+            "    code = exc.code\n"
+            f"print('loaded:', [m for m in {HEAVY_MODULES!r} if m in sys.modules])\nsys.exit(code)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-c", code, "develop", str(root / "examples" / "chart_bayer.dng"),
+                          "-o", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "chart_bayer.tif").is_file()
+    assert "loaded: []" in run.stdout, run.stdout
 
 
 def test_a_batch_lets_idle_onnxruntime_threads_sleep(inputs, tmp_path, bilinear_model, monkeypatch):
@@ -320,6 +359,17 @@ def test_cuda_without_cuda_is_a_usage_error_not_a_silent_fallback(inputs, tmp_pa
     result = develop(inputs, "-o", tmp_path / "out", "--device", "cuda", model=bilinear_model)
     assert result.exit_code == 2
     assert "CUDAExecutionProvider" in result.output and "--device cpu" in result.output
+
+
+def test_a_damaged_dng_tag_fails_its_file_with_a_reason_not_a_python_exception(inputs, tmp_path, bilinear_model):
+    bad = tmp_path / "in" / "damaged.dng"
+    retype_raw_ifd(inputs / "bayer.dng", bad, 262, dtype=7)  # PhotometricInterpretation SHORT -> UNDEFINED
+    result = develop(inputs, "-o", tmp_path / "out", model=bilinear_model)
+    assert result.exit_code == 1
+    (line,) = lines_about(result.output, "damaged.dng")
+    assert "damaged DNG tag 262 (PhotometricInterpretation): holds UNDEFINED data where integers belong" in line
+    assert "Error:" not in line
+    assert "2 ok, 0 skipped, 1 failed" in result.output
 
 
 def test_missing_model_and_empty_folder_are_usage_errors(inputs, tmp_path, bilinear_model):

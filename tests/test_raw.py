@@ -11,11 +11,11 @@ import pytest
 
 rawpy = pytest.importorskip("rawpy")
 
-from conftest import WB, XYZ_TO_CAM, random_mosaic, write_test_dng  # noqa: E402
+from conftest import WB, XYZ_TO_CAM, random_mosaic, raw_ifd_entry, retype_raw_ifd, write_test_dng  # noqa: E402
 
 from rawdev.cfa import CFA, parse_cfa  # noqa: E402
 from rawdev.color import cam_to_srgb_matrix  # noqa: E402
-from rawdev.dng import _all_pages, write_dng  # noqa: E402
+from rawdev.dng import write_dng  # noqa: E402
 from rawdev.raw import MAI_WHITE, RawReadError, read_mosaic  # noqa: E402
 
 X_TRANS = ((1, 1, 0, 1, 1, 2), (1, 1, 2, 1, 1, 0), (2, 0, 1, 0, 2, 1),
@@ -194,16 +194,35 @@ def test_real_bad_samples_fail_with_one_clear_line(raw_samples, name, expected):
 
 def inflate_raw_ifd(source: Path, target: Path, tag: int, factor: int) -> None:
     """Copy ``source`` with one size tag of its CFA IFD multiplied (what a damaged file can say)."""
-    import tifffile
-
     data = bytearray(source.read_bytes())
-    with tifffile.TiffFile(source) as tif:
-        page = next(p for p in _all_pages(tif) if p.tags.get(262) and int(p.tags[262].value) == 32803)
-        entry = page.tags[tag]
-        fmt = "<H" if entry.dtype == 3 else "<I"
-        (old,) = struct.unpack_from(fmt, data, entry.valueoffset)
-        struct.pack_into(fmt, data, entry.valueoffset, old * factor)
+    entry = raw_ifd_entry(source, tag)
+    fmt = "<H" if entry.dtype == 3 else "<I"
+    (old,) = struct.unpack_from(fmt, data, entry.valueoffset)
+    struct.pack_into(fmt, data, entry.valueoffset, old * factor)
     target.write_bytes(data)
+
+
+# What the fuzz run (benchmarks/fuzz.py -n 600 --seed 77) found as bare Python exceptions, e.g.
+# "TypeError: int() argument must be ... not 'tuple'" and "ValueError: invalid literal for int()
+# with base 10: b'#'" (PhotometricInterpretation 32803 = 0x8023 read as one UNDEFINED byte: '#').
+@pytest.mark.parametrize("tag,change,expected", [
+    (262, dict(dtype=7), "damaged DNG tag 262 (PhotometricInterpretation): holds UNDEFINED data where integers belong"),
+    (262, dict(dtype=1), "damaged DNG tag 262 (PhotometricInterpretation): holds BYTE data"),
+    (262, dict(count=2), "damaged DNG tag 262 (PhotometricInterpretation): holds 2 values, not 1"),
+    (33421, dict(dtype=7), "damaged DNG tag 33421 (CFARepeatPatternDim): holds UNDEFINED data"),
+    (33421, dict(count=1), "damaged DNG tag 33421 (CFARepeatPatternDim): holds 1 value, not 2"),
+    (33422, dict(dtype=2), "damaged DNG tag 33422 (CFAPattern): holds ASCII data"),
+], ids=["photometric undefined", "photometric byte", "photometric count 2", "pattern dim undefined",
+        "pattern dim count 1", "pattern ascii"])
+def test_a_damaged_tag_type_or_count_is_named_in_one_line(tmp_path, tag, change, expected):
+    good = write_test_dng(tmp_path / "good.dng", random_mosaic(48, 64), "RGGB")
+    bad = tmp_path / "bad.dng"
+    retype_raw_ifd(good, bad, tag, **change)
+    with pytest.raises(RawReadError) as info:
+        read_mosaic(bad)
+    message = str(info.value)
+    assert message.startswith(expected) and message.endswith("copy the file again from the card"), message
+    assert "\n" not in message
 
 
 @pytest.mark.parametrize("tag,factor,expected", [

@@ -170,3 +170,103 @@ def test_quad_bayer_samples_go_through_the_pipelines_binning():
     assert planes.shape == (8, 8, 4)
     expected = np.clip(cap.linear_cam[0, 0], 0, 1)[[0, 1, 1, 2]]
     np.testing.assert_allclose(planes, np.broadcast_to(expected, planes.shape), atol=2e-4)
+
+
+def test_noise_variant_warm_starts_from_a_residual_run_and_converts_to_a_noise_aware_model(tmp_path):
+    """A residual run's checkpoint starts the noise variant where it was (the noise branches begin
+    at zero); the converted model says it takes the sigma planes, and develop --denoise runs it."""
+    from rawdev.model import NOISE_CONTRACT
+    from rawdev.train.loop import _warm_start
+
+    data = _photos(tmp_path / "photos", 3, 96, 0)
+    val = _photos(tmp_path / "val", 1, 64, 1)
+    common = ["--data", str(data), "--val", str(val), "--width", "8", "--batch", "2", "--patch", "32",
+              "--checkpoint-every", "2", "--steps", "2"]
+    parent = runner.invoke(app, ["train", str(tmp_path / "res"), *common])
+    assert parent.exit_code == 0, parent.output
+
+    residual = build_csanet(8, "residual")
+    tf.train.Checkpoint(model=residual).restore(str(tmp_path / "res" / "checkpoints" / "ckpt-2")).expect_partial()
+    noise = build_csanet(8, "noise")
+    copied = _warm_start(noise, tmp_path / "res")
+    assert {"head_down", "half_skip", "dam1_conv1", "rgb"} <= set(copied)
+    x = np.random.default_rng(0).random((1, 12, 16, 8)).astype(np.float32)
+    np.testing.assert_allclose(noise(x).numpy(), residual(x[..., :4]).numpy(), atol=1e-6)
+
+    run = tmp_path / "noise"
+    child = runner.invoke(app, ["train", str(run), *common, "--variant", "noise", "--warm-start",
+                                str(tmp_path / "res"), "--colour-weight", "1", "--hard-fraction", "0.5"])
+    assert child.exit_code == 0, child.output
+    assert "warm start from" in child.output
+    onnx_path = tmp_path / "n.onnx"
+    conv = runner.invoke(app, ["convert-weights", str(run), "-o", str(onnx_path)])
+    assert conv.exit_code == 0, conv.output
+    contract = read_contract(onnx_path)
+    assert (contract.variant, contract.noise_input, contract.clip_below_black) == (
+        "noise", NOISE_CONTRACT["noise_input"], NOISE_CONTRACT["clip_below_black"])
+
+    cap = Unprocessor(seed=4).capture(np.random.default_rng(3).random((40, 48, 3)).astype(np.float32), RGGB,
+                                      shot=1e-3)
+    dng = tmp_path / "shot.dng"
+    write_dng(dng, cap.raw, RGGB, black=cap.black, white=int(cap.white), xyz_to_cam=cap.xyz_to_cam,
+              wb_gains=cap.wb_gains)
+    dev = runner.invoke(app, ["develop", str(dng), "-o", str(tmp_path / "out"), "--model", str(onnx_path),
+                              "--denoise", "0.5"])
+    assert dev.exit_code == 0, dev.output
+
+
+def test_noise_aware_samples_carry_sigma_planes_and_grain_targets_for_lower_strengths(tmp_path):
+    from rawdev.train.synth import TrainingData, bilinear_demosaic, mosaic_gains
+
+    photos = [np.random.default_rng(i).integers(0, 255, (80, 80, 3)).astype(np.uint8) for i in range(2)]
+    data = TrainingData(photos, patch=32, seed=0, quad_fraction=0.0, noise_input=True, strength_fraction=1.0,
+                        clean_fraction=0.0)
+    packed, target, _, _ = data.sample()
+    assert packed.shape == (16, 16, 8)
+    assert (packed[..., 4:] > 0).all()  # told a noise level
+    assert target.shape == (32, 32, 3)
+    # the grain term is what bilinear demosaicking makes of the mosaic's noise
+    noise = np.random.default_rng(1).standard_normal((32, 32)).astype(np.float32)
+    grain = bilinear_demosaic(noise * mosaic_gains(np.array([2.0, 1.0, 1.5]), noise.shape))
+    assert grain.shape == (32, 32, 3)
+    np.testing.assert_allclose(grain[0::2, 0::2, 0], 2.0 * noise[0::2, 0::2], rtol=1e-6)
+    clean = TrainingData(photos, patch=32, seed=0, quad_fraction=0.0, noise_input=True, clean_fraction=1.0)
+    packed_clean = clean.sample()[0]
+    assert packed_clean[..., 4:].max() < 1e-3  # quantization alone
+
+
+def test_hard_patch_mining_prefers_crops_that_bilinear_demosaicking_gets_wrong():
+    from rawdev.train.synth import TrainingData, demosaic_difficulty
+
+    flat = np.full((128, 128, 3), 128, np.uint8)
+    stripes = flat.copy()
+    stripes[:, ::2] = 255
+    mixed = np.concatenate([flat, stripes], axis=1)
+    assert demosaic_difficulty(stripes[:32, :32] / 255) > demosaic_difficulty(flat[:32, :32] / 255)
+    data = TrainingData([mixed], patch=32, seed=0, hard_fraction=1.0, hard_candidates=8)
+    picked = [demosaic_difficulty(data.hard_crop()) for _ in range(10)]
+    random = [demosaic_difficulty(data.crop()) for _ in range(10)]
+    assert np.mean(picked) > np.mean(random)
+
+
+def test_lowpass_colour_term_sees_a_colour_cast_that_averages_out_per_pixel_noise_does_not():
+    from rawdev.train.loop import lowpass_colour
+
+    rng = np.random.default_rng(0)
+    target = tf.constant(np.full((1, 32, 32, 3), 0.3, np.float32))
+    noisy = target + tf.constant(rng.choice([-0.05, 0.05], (1, 32, 32, 3)).astype(np.float32))
+    cast = target + tf.constant([0.0, 0.05, 0.0])
+    assert float(lowpass_colour(noisy, target, True)) < 0.5 * float(lowpass_colour(cast, target, True))
+
+
+def test_stronger_than_one_targets_are_blurred_and_keep_the_mean():
+    from rawdev.train.synth import gaussian_blur
+
+    rng = np.random.default_rng(0)
+    img = rng.random((40, 40, 3)).astype(np.float32)
+    np.testing.assert_array_equal(gaussian_blur(img, 0.0), img)
+    soft, softer = gaussian_blur(img, 0.5), gaussian_blur(img, 1.0)
+    assert img.std() > soft.std() > softer.std()
+    assert abs(softer.mean() - img.mean()) < 0.01
+    flat = np.full((20, 20, 3), 0.4, np.float32)
+    np.testing.assert_allclose(gaussian_blur(flat, 1.5), flat, atol=1e-6)

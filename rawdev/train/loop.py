@@ -17,6 +17,8 @@ from rawdev.color import Rendering, render
 from rawdev.metrics import psnr, ssim
 
 LR_STEPS = ((0.2, 5e-4), (0.5, 1e-4), (0.8, 5e-5), (1.01, 1e-5))
+# What a resumed run takes from the command line rather than from its saved config.
+RESUME_OVERRIDES = ("steps", "checkpoint_every", "validate_every")
 
 
 @dataclass
@@ -46,6 +48,9 @@ class TrainConfig:
     warm_start: str | None = None  # checkpoint (or run folder) of another CSANet to start from
     lr_max: float | None = None  # cap on the paper's schedule (for a warm start)
     balance_sets: bool = False  # each sub-folder of a training folder drawn equally often
+    flat_fraction: float = 0.0  # share of flat colour fields (mean colour must come back)
+    dark_fraction: float = 0.0  # share of scenes 0-6 stops under the usual brightness
+    max_shot: float | None = None  # top of the shot-noise range (default synth.SHOT_RANGE[1])
 
     @property
     def noise_input(self) -> bool:
@@ -230,7 +235,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     cfg_path = run / "config.json"
     if resume and cfg_path.exists():
         saved = json.loads(cfg_path.read_text())
-        saved.update({k: v for k, v in asdict(config).items() if k in ("steps", "checkpoint_every", "validate_every")})
+        saved.update({k: v for k, v in asdict(config).items() if k in RESUME_OVERRIDES})
         config = TrainConfig(**saved)
     cfg_path.write_text(json.dumps(asdict(config), indent=2))
 
@@ -378,7 +383,9 @@ def _batch_source(config: TrainConfig, step: int):
         if not images:
             raise FileNotFoundError(f"no training photographs under {config.train_dirs}")
         data = TrainingData(images, config.patch, seed=config.seed + step, noise_input=config.noise_input,
-                            hard_fraction=config.hard_fraction, weights=weights if config.balance_sets else None)
+                            hard_fraction=config.hard_fraction, weights=weights if config.balance_sets else None,
+                            flat_fraction=config.flat_fraction, dark_fraction=config.dark_fraction,
+                            **({"max_shot": config.max_shot} if config.max_shot else {}))
 
     def make():
         b = data.batch(config.batch)

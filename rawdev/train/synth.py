@@ -88,8 +88,10 @@ class RawSample:
 class Unprocessor:
     """Random unprocessing with its own generator (reproducible with a seed)."""
 
-    def __init__(self, seed: int = 0, cameras: list[dict] | None = None, low_noise_bias: float = 1.5):
+    def __init__(self, seed: int = 0, cameras: list[dict] | None = None, low_noise_bias: float = 1.5,
+                 max_shot: float = SHOT_RANGE[1]):
         self.rng = np.random.default_rng(seed)
+        self.max_shot = max_shot
         self.xyz_to_cams = np.array([c["xyz_to_cam"] for c in (cameras or camera_bank())], np.float64)
         self.low_noise_bias = low_noise_bias
 
@@ -99,7 +101,7 @@ class Unprocessor:
         return np.tensordot(weights, self.xyz_to_cams, axes=1)
 
     def random_shot(self) -> float:
-        lo, hi = np.log(SHOT_RANGE[0]), np.log(SHOT_RANGE[1])
+        lo, hi = np.log(SHOT_RANGE[0]), np.log(self.max_shot)
         return float(np.exp(lo + (hi - lo) * self.rng.uniform() ** self.low_noise_bias))
 
     def random_wb(self) -> np.ndarray:
@@ -137,10 +139,6 @@ class Unprocessor:
                          noise.astype(np.float32), float(shot), float(read))
 
 
-# The contract of a network told the noise level, with the input kept below black.
-NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no", "variant": "noise"}
-
-
 def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndarray,
                   cfa: cfa_mod.CFA | None = None, noise: tuple[float, float] | None = None,
                   strength: float = 1.0) -> np.ndarray:
@@ -148,8 +146,9 @@ def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndar
     white balance, clip, Quad-Bayer binning, canonical packing), so training sees exactly the
     input that development will give it. ``noise`` (shot, read) asks for the noise-aware
     contract: sigma planes scaled by ``strength`` and no clip below black."""
-    from rawdev.model import ModelContract
-    from rawdev.normalize import NoiseModel, prepare
+    from rawdev.model import NOISE_CONTRACT, ModelContract
+    from rawdev.noise import NoiseModel
+    from rawdev.normalize import prepare
     from rawdev.raw import Mosaic
 
     cfa = cfa or RGGB
@@ -158,7 +157,7 @@ def network_input(raw: np.ndarray, black: float, white: float, wb_gains: np.ndar
                     wb_camera=gains / gains[1])
     if noise is None:
         return prepare(mosaic, ModelContract(), wb="camera", quad="bin").source[:, :]
-    return prepare(mosaic, ModelContract(**NOISE_CONTRACT), wb="camera", quad="bin",
+    return prepare(mosaic, ModelContract(variant="noise", **NOISE_CONTRACT), wb="camera", quad="bin",
                    noise=NoiseModel(*noise), strength=strength).source[:, :]
 
 
@@ -182,11 +181,29 @@ def bilinear_demosaic(mosaic: np.ndarray) -> np.ndarray:
     return out[1:-1, 1:-1]
 
 
-def demosaic_difficulty(srgb: np.ndarray) -> float:
-    """How badly bilinear demosaicking fails on a crop (mean absolute error): a cheap measure
-    of moire, fine texture and saturated edges for hard-patch mining."""
-    h, w = (srgb.shape[0] // 2) * 2, (srgb.shape[1] // 2) * 2
-    img = srgb[:h, :w]
+STRONGER_BLUR = 1.0  # pixels of Gaussian blur per unit of denoising strength above 1
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur of (H, W, C) with reflected edges (identity for sigma ~ 0)."""
+    if sigma < 0.05:
+        return image
+    r = max(int(np.ceil(3 * sigma)), 1)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
+    k /= k.sum()
+    out = np.pad(image, ((r, r), (0, 0), (0, 0)), mode="reflect")
+    out = sum(k[i] * out[i : i + image.shape[0]] for i in range(2 * r + 1))
+    out = np.pad(out, ((0, 0), (r, r), (0, 0)), mode="reflect")
+    return sum(k[i] * out[:, i : i + image.shape[1]] for i in range(2 * r + 1)).astype(np.float32)
+
+
+def demosaic_difficulty(srgb: np.ndarray, window: int = 64) -> float:
+    """How badly bilinear demosaicking fails on the central ``window`` pixels of a crop (mean
+    absolute error): a cheap measure of moire, fine texture and saturated edges for hard-patch
+    mining."""
+    h, w = min(srgb.shape[0], window) // 2 * 2, min(srgb.shape[1], window) // 2 * 2
+    y0, x0 = (srgb.shape[0] - h) // 4 * 2, (srgb.shape[1] - w) // 4 * 2
+    img = srgb[y0 : y0 + h, x0 : x0 + w]
     return float(np.mean(np.abs(bilinear_demosaic(cfa_mod.mosaic(img, RGGB)) - img)))
 
 
@@ -204,16 +221,19 @@ class TrainingData:
     """Random crops of photographs turned into (packed, target) batches.
 
     With ``noise_input`` the samples follow the noise-aware contract: the sigma planes come
-    with the input; ``strength_fraction`` of them are told a random strength s in [0, 1] of
-    their true noise and must keep the rest of the grain (target: clean + (1 - s) x the grain
-    as bilinear demosaicking shows it), which is what ``--denoise S`` asks for;
+    with the input; ``strength_fraction`` of them are told a random strength s in [0, 2] times
+    their true noise: below 1 they must keep the rest of the grain (target: clean + (1 - s) x
+    the grain as bilinear demosaicking shows it), above 1 they must smooth more (target: the
+    clean image through a Gaussian of (s - 1) * ``STRONGER_BLUR`` pixels), which is what
+    ``--denoise S`` asks for;
     ``clean_fraction`` are noise-free. ``hard_fraction`` of the crops are the hardest to
     demosaic of ``hard_candidates`` random ones (demosaicnet's hard-patch mining).
     """
 
     def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1,
                  noise_input: bool = False, strength_fraction: float = 0.15, clean_fraction: float = 0.05,
-                 hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None):
+                 hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None,
+                 flat_fraction: float = 0.0, dark_fraction: float = 0.0, max_shot: float = SHOT_RANGE[1]):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
         keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= 2 * patch]
@@ -227,11 +247,38 @@ class TrainingData:
         self.clean_fraction = clean_fraction
         self.hard_fraction = hard_fraction
         self.hard_candidates = hard_candidates
-        self.unprocessor = Unprocessor(seed)
+        self.flat_fraction = flat_fraction
+        self.dark_fraction = dark_fraction
+        self.unprocessor = Unprocessor(seed, max_shot=max_shot)
         self.rng = self.unprocessor.rng
 
+    def flat_field(self, size: int | None = None) -> np.ndarray:
+        """A flat colour patch, half the time with a gentle gradient or a straight edge to a
+        second colour: where a network's mean colour must come back exactly."""
+        p = size or self.patch
+        colour = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
+        img = np.broadcast_to(colour, (p, p, 3)).astype(np.float32).copy()
+        kind = self.rng.integers(3)
+        if kind == 1:
+            y, x = np.mgrid[0:p, 0:p] / p
+            slope = self.rng.uniform(-0.15, 0.15, (2, 3))
+            img += (y[..., None] * slope[0] + x[..., None] * slope[1]).astype(np.float32)
+        elif kind == 2:
+            cut = self.rng.integers(p // 4, 3 * p // 4)
+            img[:, cut:] = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
+        return np.clip(img, 0.0, 1.0)
+
+    def brightness(self) -> float:
+        """Scene brightness: around 1, or with probability ``dark_fraction`` 0 to 6 stops under."""
+        if self.rng.uniform() < self.dark_fraction:
+            return float(2.0 ** -self.rng.uniform(0.0, 6.0))
+        return float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6))
+
     def hard_crop(self, size: int | None = None) -> np.ndarray:
-        """A crop, or with probability ``hard_fraction`` the hardest to demosaic of several."""
+        """A crop, or with probability ``hard_fraction`` the hardest to demosaic of several (or,
+        with probability ``flat_fraction``, a flat field)."""
+        if self.flat_fraction and self.rng.uniform() < self.flat_fraction:
+            return self.flat_field(size)
         if self.rng.uniform() >= self.hard_fraction:
             return self.crop(size)
         crops = [self.crop(size) for _ in range(self.hard_candidates)]
@@ -269,7 +316,7 @@ class TrainingData:
             bits=int(self.rng.choice([10, 12, 14])),
             black_fraction=float(self.rng.choice([0.0, 1 / 64, 1 / 16])),
             inverse_tone=bool(self.rng.uniform() < 0.5),
-            brightness=float(np.clip(self.rng.normal(1.0, 0.25), 0.3, 1.6)),
+            brightness=self.brightness(),
         )
         target = np.clip(cap.linear_cam, 0.0, 1.0)
         if not self.noise_input:
@@ -277,9 +324,12 @@ class TrainingData:
         else:
             strength = 1.0
             if not quad and self.rng.uniform() < self.strength_fraction:
-                strength = float(self.rng.uniform())
-                grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
-                target = target + (1.0 - strength) * grain
+                strength = float(self.rng.uniform(0.0, 2.0))
+                if strength < 1.0:
+                    grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
+                    target = target + (1.0 - strength) * grain
+                else:
+                    target = gaussian_blur(target, (strength - 1.0) * STRONGER_BLUR)
             packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa, (cap.shot, cap.read), strength)
         if quad:
             target = target.reshape(self.patch, 2, self.patch, 2, 3).mean(axis=(1, 3))

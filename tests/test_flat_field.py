@@ -1,0 +1,80 @@
+"""Flat-field colour: the shipped model gives every flat ColorChecker patch back as its own colour,
+on several cameras, at -6 to 0 EV and every noise level (benchmarks/flat_field.py), and so does
+the bundled chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import bilinear_onnx, mean_attention_onnx
+
+from benchmarks import colour_chart
+from benchmarks import flat_field as ff
+from rawdev import DEFAULT_MODEL
+from rawdev.model import resolve_model
+from rawdev.session import open_session
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def default_session():
+    return open_session(resolve_model(DEFAULT_MODEL), "cpu")
+
+
+def test_the_floor_row_is_close_to_the_truth_at_low_noise(tmp_path):
+    """At low noise the mean of a 96 x 96 sample is the truth to about a tenth of a unit: the
+    measurement itself adds little where the targets are checked."""
+    cases = [ff.Case("Nikon D850", ev, "low") for ev in (-2, 0)]
+    rows = ff.evaluate({}, cases, tmp_path, libraw=False, say=lambda *_: None)
+    assert rows[ff.FLOOR]["truth"]["mean"] < 0.1
+    assert rows[ff.FLOOR]["truth"]["max"] < 0.5
+
+
+def test_a_model_that_shifts_colour_is_caught(tmp_path):
+    """Bilinear demosaicking is exact on flat fields (what is left: its other weighting of the same
+    noise, and the output's clip of noise below 0 in sRGB near the gamut's edge, as for cyan);
+    a model whose output depends on the tile's mean drifts by several units."""
+    exact = open_session(bilinear_onnx(tmp_path / "b.onnx"), "cpu", threads=1)
+    shifted = open_session(mean_attention_onnx(tmp_path / "m.onnx"), "cpu", threads=1)
+    rows = ff.evaluate({"bilinear": exact, "shifted": shifted}, [ff.Case("Sony ILCE-7M3", 0, "low")], tmp_path,
+                       libraw=False, say=lambda *_: None)
+    assert rows["bilinear"]["drift"]["max"] < 0.4
+    assert rows["shifted"]["drift"]["mean"] > 3
+
+
+def test_shipped_model_keeps_flat_colours_on_every_camera_exposure_and_noise_level(tmp_path, default_session):
+    rows = ff.evaluate({"rawdev": default_session}, ff.all_cases(), tmp_path, libraw=False, say=lambda *_: None)
+    drift = rows["rawdev"]["drift"]
+    assert drift["mean"] <= ff.TARGET_MEAN, drift
+    assert drift["max"] <= ff.TARGET_MAX, drift
+    # Against the truth it is never further than the noise of the sample allows, plus the drift.
+    truth, floor = rows["rawdev"]["truth"], rows[ff.FLOOR]["truth"]
+    assert truth["mean"] <= floor["mean"] + ff.TARGET_MEAN
+
+
+def test_shipped_model_on_the_bundled_chart_is_within_0_3_mean(tmp_path):
+    out = tmp_path / "colour.json"
+    rc = colour_chart.main(["--examples", str(EXAMPLES), "--files", "chart_bayer.dng", "--baselines",
+                            "--out", str(out), "--markdown", str(tmp_path / "c.md"), "--png-dir", str(tmp_path),
+                            "--results-md", str(tmp_path / "R.md"), "--quiet"])
+    assert rc == 0
+    method = json.loads(out.read_text())["files"][0]["methods"][0]
+    assert method["mean"] <= 0.3, method["mean"]
+    assert np.isfinite(method["max"])
+
+
+def test_flat_field_script_writes_its_report(tmp_path):
+    model = bilinear_onnx(tmp_path / "bilinear.onnx")
+    out, md, results = tmp_path / "ff.json", tmp_path / "ff.md", tmp_path / "R.md"
+    rc = ff.main(["--model", str(model), "--cameras", "Nikon D850", "--evs", "-6", "0", "--levels", "low", "high",
+                  "--out", str(out), "--markdown", str(md), "--results-md", str(results), "--quiet"])
+    assert rc == 0
+    report = json.loads(out.read_text())
+    assert set(report["rows"]) == {"rawdev bilinear (0 steps)", "libraw-ahd", ff.FLOOR}
+    assert len(report["rows"]["libraw-ahd"]["cases"]) == 4
+    text = results.read_text()
+    assert "<!-- BEGIN flat-field -->" in text and "**Drift**" in text and "| white 9.5 (.05 D) |" in text
