@@ -199,7 +199,7 @@ def libraw_psnr(src: Path, dng: Path, session) -> float:
     return round(psnr_after_gain(libraw, ours), 2)
 
 
-def headroom_psnr(src: Path, session) -> float:
+def headroom_psnr(src: Path, session) -> float | str:
     """sRGB PSNR between rawdev's default 16-bit development with the headroom and without it."""
     import rawdev.develop as develop
     from rawdev.metrics import psnr
@@ -213,7 +213,8 @@ def headroom_psnr(src: Path, session) -> float:
         without = develop.develop_mosaic(mosaic, session).image
     finally:
         develop.prepare = prepare
-    return round(psnr(with_headroom / 65535.0, without / 65535.0), 2)
+    value = psnr(with_headroom / 65535.0, without / 65535.0)
+    return "identical" if np.isinf(value) else round(value, 2)
 
 
 # --------------------------------------------------------------------------- the run

@@ -278,3 +278,15 @@ def test_exiftool_validates_every_tag_without_a_warning(tmp_path, bilinear_sessi
     assert develop_dng(src, out, bilinear_session) == "ok"
     done = subprocess.run(["exiftool", "-validate", "-warning", "-a", str(out)], capture_output=True, text=True)
     assert done.stdout.split() == ["Validate", ":", "OK"], done.stdout
+
+
+def test_headroom_only_where_the_gains_would_clip():
+    from rawdev.model import ModelContract
+    from rawdev.normalize import prepare
+
+    warm = prepare(warm_patch_mosaic(), ModelContract(), headroom=True)
+    assert warm.headroom == pytest.approx(0.6 * 2.2, rel=1e-3)
+    assert float(warm.source[:, :].max()) == pytest.approx(1.0, abs=1e-3)  # the brightest now fits
+    dim = prepare(warm_patch_mosaic(red=0.4), ModelContract(), headroom=True)  # 0.88 after its gain
+    assert dim.headroom == 1.0
+    assert np.array_equal(dim.source[:, :], prepare(warm_patch_mosaic(red=0.4), ModelContract()).source[:, :])
