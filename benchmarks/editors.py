@@ -276,6 +276,10 @@ def _short(said: str, limit: int = 90) -> str:
     return said if len(said) <= limit else said[: limit - 1] + "…"
 
 
+def _db(value) -> str:
+    return "–" if value is None else f"{value} dB" if isinstance(value, (int, float)) else str(value)
+
+
 def markdown(report: dict) -> str:
     lines = ["## rawdev's DNG in raw editors", "",
              f"Command: `{report['command']}`", "",
@@ -310,7 +314,7 @@ def markdown(report: dict) -> str:
         said = " ".join((entry.get("exiftool") or "exiftool absent").split())
         lines.append(f"- {entry['file']}: {entry.get('rawdev', 'DNG written')}; exiftool `{said}`; LibRaw vs "
                      f"rawdev {entry.get('libraw_vs_rawdev_psnr_db', '–')} dB; headroom change "
-                     f"{entry.get('headroom_psnr_db', '–')} dB")
+                     f"{_db(entry.get('headroom_psnr_db'))}")
     lines += ["", *[f"- {note}" for note in report.get("notes", [])]]
     return "\n".join(lines).rstrip() + "\n"
 
