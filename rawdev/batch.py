@@ -18,11 +18,17 @@ from pathlib import Path
 
 from rawdev.decode import DEFAULT_DECODE_TIMEOUT, DecodeCancelled, DecodeWorker, acquire_worker, release_worker
 from rawdev.develop import DevelopOptions, develop_mosaic
+from rawdev.dng_output import DngOutputError, LinearImage, dng_problem, write_linear_dng
 from rawdev.output import apply_orientation, write_image
 from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
 from rawdev.session import ModelSession
 
-OUTPUT_SUFFIX = {"tiff": ".tif", "png": ".png"}
+# DNG outputs are named apart from DNG inputs, and folders and globs leave them out (as developed PNGs).
+OUTPUT_SUFFIX = {"tiff": ".tif", "png": ".png", "dng": ".rawdev.dng"}
+
+
+def _is_dng_output(path: Path) -> bool:
+    return path.name.lower().endswith(OUTPUT_SUFFIX["dng"])
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,8 @@ def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = F
     """
     def wanted(f: Path) -> bool:
         suffix = f.suffix.lower()
+        if _is_dng_output(f):
+            return False
         return suffix in RAW_SUFFIXES or (include_png and suffix in MOSAIC_PNG_SUFFIXES and is_mosaic_png(f))
 
     seen: set[Path] = set()
@@ -100,7 +108,7 @@ def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = F
             if not matches:
                 raise InputError(f"{item}: pattern matches no file")
             for m in matches:
-                if m.is_file():
+                if m.is_file() and not _is_dng_output(m):
                     add(m, m.parent)
         else:
             add(p, p.parent)
@@ -268,8 +276,11 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
             job, image, info, t_start, mp = entry
             try:
                 job.output.parent.mkdir(parents=True, exist_ok=True)
-                write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt,
-                            compression=run.compression)
+                if isinstance(image, LinearImage):  # stored as the sensor saw it, Orientation as a tag
+                    write_linear_dng(job.output, image, info)
+                else:
+                    write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt,
+                                compression=run.compression)
                 finish(Outcome(job, "ok", "", time.perf_counter() - t_start, mp))
             except OSError as exc:
                 finish(Outcome(job, "failed", f"cannot write {job.output}: {exc.strerror or exc}"))
@@ -295,15 +306,21 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                 finish(Outcome(job, "failed", _reason(item)))
                 continue
             mosaic: Mosaic = item
+            dng = run.fmt == "dng"
             try:
-                developed = develop_mosaic(mosaic, model, options, reporter.tile_done)
+                if dng and (problem := dng_problem(mosaic.colour_profile)) is not None:
+                    raise DngOutputError(problem)  # before any inference
+                developed = develop_mosaic(mosaic, model, options, reporter.tile_done, camera_rgb=dng)
             except Exception as exc:  # noqa: BLE001
                 finish(Outcome(job, "failed", _reason(exc)))
                 continue
             info, mp = mosaic.info, mosaic.megapixels
+            image = developed.image if not dng else LinearImage(
+                developed.image, developed.wb_gains, developed.exposure_ev, developed.rendering, mosaic.colour_profile)
             del mosaic, item, entry  # free the pixels (a worker's are mapped memory) before waiting
             write_slot.acquire()
-            encoded.put((job, developed.image, info, t_start, mp))
+            encoded.put((job, image, info, t_start, mp))
+            del image
             del developed
     except KeyboardInterrupt:
         summary.interrupted = True
@@ -335,7 +352,7 @@ def _drain(q: queue.Queue) -> None:
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, RawReadError):
+    if isinstance(exc, (RawReadError, DngOutputError)):
         return str(exc)
     if isinstance(exc, MemoryError):
         return "out of memory while developing; try a smaller --tile"

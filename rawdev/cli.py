@@ -55,10 +55,12 @@ def develop(
     model: opts.Model = DEFAULT_MODEL,
     device: opts.Device = "auto",
     threads: opts.Threads = 0,
-    fmt: str = typer.Option("tiff", "--format", "-f", help="tiff or png."),
+    fmt: str = typer.Option("tiff", "--format", "-f", help="tiff, png, or dng (linear camera RGB for a raw "
+                            "editor: {stem}.rawdev.dng)."),
     bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
-    compression: str = typer.Option("deflate", help="TIFF: deflate, zstd, lzw or none (always with the "
-                                    "predictor; zstd is fastest but not every reader has it). PNG: deflate or none."),
+    compression: str | None = typer.Option(None, help="TIFF: deflate (default), zstd, lzw or none (always with "
+                                           "the predictor; zstd is fastest but not every reader has it). "
+                                           "PNG: deflate (default) or none. DNG: none."),
     wb: opts.WhiteBalance = "camera",
     exposure: opts.Exposure = "auto",
     look: opts.Look = "default",
@@ -78,18 +80,21 @@ def develop(
                                         "auto joins a running one or starts a local one; --threads is then "
                                         "CPUs per actor."),
 ) -> None:
-    """Develop RAW files into 16-bit sRGB TIFF or PNG images."""
+    """Develop RAW files into 16-bit sRGB TIFF or PNG images, or linear DNGs for a raw editor."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
     from rawdev.model import ContractError, resolve_model
     from rawdev.session import DeviceUnavailable, open_session
 
     err = _console(stderr=True)
-    if fmt not in ("tiff", "png"):
-        raise usage_error(f"--format {fmt!r}: choose tiff or png")
     from rawdev.output import COMPRESSIONS
 
+    if fmt not in COMPRESSIONS:
+        raise usage_error(f"--format {fmt!r}: choose tiff, png or dng")
     choices = COMPRESSIONS[fmt]
+    compression = compression or choices[0]
+    if fmt == "dng" and bits != 16:
+        raise usage_error(f"--bits {bits}: a DNG always holds 16-bit linear data")
     if compression not in choices:
         raise usage_error(f"--compression {compression!r}: for {fmt.upper()} choose {', '.join(choices)}")
     if not decode_timeout > 0:  # also refuses nan
@@ -116,6 +121,14 @@ def develop(
             raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
         if not _writable(output):
             raise usage_error(f"output folder {output} is not writable; choose another -o")
+    if fmt == "dng":
+        try:
+            from rawdev.model import read_contract
+
+            if read_contract(resolve_model(model)).output_space != "linear":
+                raise usage_error("--format dng needs a model with linear output (its output here is finished sRGB)")
+        except ContractError as exc:
+            raise usage_error(str(exc)) from None
     jobs = plan_jobs(files, output, fmt, recursive)
     from rawdev.distributed import ClusterUnavailable, RayPool
 

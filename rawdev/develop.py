@@ -82,12 +82,13 @@ class DevelopOptions:
 class Developed:
     """A developed image (orientation not yet applied) and what was done to make it."""
 
-    image: np.ndarray  # (H, W, 3) uint16 or uint8
+    image: np.ndarray  # (H, W, 3) uint16 or uint8 sRGB; with camera_rgb, uint16 camera RGB (see develop_mosaic)
     exposure_ev: float
     wb_gains: np.ndarray
     tiles: int
     tile_shape: tuple[int, int]
     noise: NoiseModel | None = None  # the noise level told to a noise-aware model
+    rendering: Rendering | None = None  # how white-balanced camera RGB becomes sRGB (linear models)
 
 
 def auto_exposure_ev(prepared: Prepared, cam_to_srgb: np.ndarray, stride: int = 4) -> float:
@@ -116,21 +117,32 @@ def develop_mosaic(
     model: ModelSession,
     options: DevelopOptions = DevelopOptions(),
     on_tile: Callable[[int, int], None] | None = None,
+    camera_rgb: bool = False,
 ) -> Developed:
     """Develop one mosaic into an (H, W, 3) integer sRGB image at the mosaic's resolution
-    (half of it per axis for binned Quad-Bayer)."""
+    (half of it per axis for binned Quad-Bayer).
+
+    ``camera_rgb`` (a linear model only; for DNG output): the image is instead the network's
+    linear camera RGB with the white balance undone, uint16, 0 = black and 65535 = the sensor's
+    white; ``Developed.rendering`` still says how rawdev would render it."""
     contract = model.contract
     noise = sensor_noise(mosaic) if contract.noise_input == "sigma-planes" else None
-    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer, noise, options.denoise_strength)
-    cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
     linear = contract.output_space == "linear"
+    if camera_rgb and not linear:
+        raise ValueError("camera RGB output needs a model with linear output")
+    prepared = prepare(mosaic, contract, options.wb, options.quad_bayer, noise, options.denoise_strength,
+                       headroom=True)
+    cam_to_srgb = mosaic.cam_to_srgb if mosaic.cam_to_srgb is not None else np.eye(3)
+    # The input was divided by prepared.headroom: this matrix undoes it on the network's output.
+    out_to_srgb = np.asarray(cam_to_srgb, np.float64) * prepared.headroom
     if not linear:
         ev = 0.0
     elif options.exposure == "auto":
-        ev = auto_exposure_ev(prepared, cam_to_srgb) if options.look == "default" else 0.0
+        ev = auto_exposure_ev(prepared, out_to_srgb) if options.look == "default" else 0.0
     else:
         ev = float(options.exposure)
     rendering = Rendering(cam_to_srgb, exposure_ev=ev, look=options.look)
+    rendering_out = Rendering(out_to_srgb, exposure_ev=ev, look=options.look)
 
     h, w = prepared.source.shape[:2]
     tile = options.tile or DEFAULT_TILE
@@ -138,7 +150,9 @@ def develop_mosaic(
     canon = prepared.canonical
     out_h, out_w = canon.height, canon.width
     peak = 65535 if options.bits == 16 else 255
-    image = np.empty((out_h, out_w, 3), np.uint16 if options.bits == 16 else np.uint8)
+    image = np.empty((out_h, out_w, 3), np.uint16 if options.bits == 16 or camera_rgb else np.uint8)
+    # Network output -> camera RGB in 0..65535: undo the headroom scale and the white balance.
+    to_camera = (65535.0 * prepared.headroom / np.asarray(prepared.gains, np.float64)).astype(np.float32)
 
     def infer(tile_in: np.ndarray) -> np.ndarray:
         return model(tile_in)
@@ -152,11 +166,13 @@ def develop_mosaic(
             continue
         pixels = block.pixels[top - block.y0 : bottom - block.y0, left - block.x0 : right - block.x0]
         target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
-        if linear:
-            target[...] = render_to_int(pixels, rendering, peak)
+        if camera_rgb:
+            target[...] = np.clip(np.round(pixels * to_camera), 0.0, 65535.0)
+        elif linear:
+            target[...] = render_to_int(pixels, rendering_out, peak)
         else:
             target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
-    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, noise)
+    return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, noise, rendering if linear else None)
 
 
 def sensor_noise(mosaic: Mosaic) -> NoiseModel:

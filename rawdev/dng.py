@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,6 +61,8 @@ COLOR_MATRIX_2 = 50722
 AS_SHOT_NEUTRAL = 50728
 CALIBRATION_ILLUMINANT_1 = 50778
 CALIBRATION_ILLUMINANT_2 = 50779
+FORWARD_MATRIX_1 = 50964
+FORWARD_MATRIX_2 = 50965
 PHOTOMETRIC_CFA = 32803
 D65 = 21
 
@@ -278,11 +281,6 @@ def _capture_tags(datetime, exposure_time, f_number, iso, focal_length, lens) ->
 def _append_exif_ifd(path, entries: list[tuple]) -> None:
     """Append an EXIF IFD holding ``entries`` to a little-endian TIFF written by tifffile and
     turn IFD0's placeholder tag into an ExifIFD tag pointing at it."""
-    import tifffile
-
-    with tifffile.TiffFile(path) as tif:
-        placeholder = tif.pages[0].tags[EXIF_IFD_PLACEHOLDER]
-        entry_offset, valueoffset = placeholder.offset, placeholder.valueoffset
     fields = [(EXIF_VERSION, UNDEFINED, 4, b"0230")]
     for code, dtype, _count, value in entries:
         if dtype == ASCII:
@@ -293,9 +291,8 @@ def _append_exif_ifd(path, entries: list[tuple]) -> None:
         else:  # RATIONAL
             fields.append((code, dtype, len(value) // 2, struct.pack(f"<{len(value)}I", *value)))
     fields.sort(key=lambda f: f[0])
-    with open(path, "r+b") as fh:
-        fh.seek(0, 2)
-        start = fh.tell() + (fh.tell() % 2)
+
+    def pack(start: int) -> bytes:
         data_at = start + 2 + 12 * len(fields) + 4
         head = [struct.pack("<H", len(fields))]
         blob = b""
@@ -306,12 +303,30 @@ def _append_exif_ifd(path, entries: list[tuple]) -> None:
                 head.append(struct.pack("<HHII", code, dtype, count, data_at + len(blob)))
                 blob += payload + b"\x00" * (len(payload) % 2)
         head.append(struct.pack("<I", 0))
-        fh.seek(start)
-        fh.write(b"".join(head) + blob)
-        fh.seek(entry_offset)
-        fh.write(struct.pack("<H", EXIF_IFD))
-        fh.seek(valueoffset)
-        fh.write(struct.pack("<I", start))
+        return b"".join(head) + blob
+
+    with open(path, "r+b") as fh:
+        link_exif_ifd(fh, path, pack)
+
+
+def link_exif_ifd(fh, path, pack: Callable[[int], bytes]) -> None:
+    """Append an EXIF IFD to the little-endian TIFF open for writing as ``fh`` (named ``path``,
+    flushed) and turn IFD0's :data:`EXIF_IFD_PLACEHOLDER` tag into an ExifIFD tag pointing at it.
+    ``pack(start)`` returns the IFD's bytes for file offset ``start``. tifffile refuses to write
+    ExifIFD itself, hence the placeholder."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        placeholder = tif.pages[0].tags[EXIF_IFD_PLACEHOLDER]
+        entry_offset, valueoffset = placeholder.offset, placeholder.valueoffset
+    fh.seek(0, 2)
+    start = fh.tell() + (fh.tell() % 2)
+    fh.seek(start)
+    fh.write(pack(start))
+    fh.seek(entry_offset)
+    fh.write(struct.pack("<H", EXIF_IFD))
+    fh.seek(valueoffset)
+    fh.write(struct.pack("<I", start))
 
 
 def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
@@ -436,36 +451,63 @@ def _all_pages(tif):
     yield from walk(tif.pages)
 
 
-def read_dng_color_matrices(path) -> list[tuple[int, np.ndarray]]:
-    """[(CalibrationIlluminant, 3x3 XYZ -> camera ColorMatrix), ...] of a DNG (ColorMatrix1, 2);
-    empty for files that are not TIFF-based or carry none. Only 3-colour matrices are returned."""
+@dataclass(frozen=True)
+class ColourProfile:
+    """A camera's colour as DNG describes it: per calibration illuminant (EXIF LightSource code)
+    the ColorMatrix (XYZ -> camera) and, where the source had them, the ForwardMatrix."""
+
+    illuminants: tuple[int, ...]
+    color_matrices: tuple[np.ndarray, ...]
+    forward_matrices: tuple[np.ndarray, ...] = ()  # none, or one per illuminant
+    camera: str | None = None  # the source DNG's UniqueCameraModel, which editors key profiles on
+
+
+def _matrix(tag) -> np.ndarray | None:
+    """A 3x3 matrix tag's values (RATIONAL pairs divided out), or None when it is not 3x3."""
+    values = np.asarray(tag.value, np.float64).ravel()
+    if values.size == 18:  # (numerator, denominator) pairs
+        values = values[0::2] / np.where(values[1::2] == 0, 1, values[1::2])
+    return values.reshape(3, 3) if values.size == 9 else None
+
+
+def read_dng_colour_profile(path) -> ColourProfile | None:
+    """ColorMatrix1/2 with their CalibrationIlluminant1/2 (0 when absent) and ForwardMatrix1/2 of
+    a DNG, or None for files that are not TIFF-based or carry no 3-colour ColorMatrix."""
     import tifffile
 
     try:
         tif = tifffile.TiffFile(Path(path))
     except (tifffile.TiffFileError, ValueError, struct.error):
-        return []
+        return None
     with tif:
         for page in _all_pages(tif):
             tags = page.tags
-            out = []
-            for matrix_code, illuminant_code in (
-                (COLOR_MATRIX_1, CALIBRATION_ILLUMINANT_1),
-                (COLOR_MATRIX_2, CALIBRATION_ILLUMINANT_2),
+            illuminants, matrices, forwards = [], [], []
+            for matrix_code, illuminant_code, forward_code in (
+                (COLOR_MATRIX_1, CALIBRATION_ILLUMINANT_1, FORWARD_MATRIX_1),
+                (COLOR_MATRIX_2, CALIBRATION_ILLUMINANT_2, FORWARD_MATRIX_2),
             ):
                 tag = tags.get(matrix_code)
-                if tag is None:
+                matrix = _matrix(tag) if tag is not None else None
+                if matrix is None:
                     continue
-                values = np.asarray(tag.value, np.float64).ravel()
-                if values.size == 18:  # (numerator, denominator) pairs
-                    values = values[0::2] / np.where(values[1::2] == 0, 1, values[1::2])
-                if values.size != 9:
-                    continue
-                ill = tag_integers(tags, illuminant_code, count=1)
-                out.append((ill[0] if ill is not None else 0, values.reshape(3, 3)))
-            if out:
-                return out
-    return []
+                ill, fwd = tag_integers(tags, illuminant_code, count=1), tags.get(forward_code)
+                illuminants.append(ill[0] if ill is not None else 0)
+                matrices.append(matrix)
+                forwards.append(_matrix(fwd) if fwd is not None else None)
+            if matrices:
+                complete = all(f is not None for f in forwards)
+                unique = tif.pages[0].tags.get(UNIQUE_CAMERA_MODEL)
+                camera = str(unique.value).strip() or None if unique is not None else None
+                return ColourProfile(tuple(illuminants), tuple(matrices), tuple(forwards) if complete else (), camera)
+    return None
+
+
+def read_dng_color_matrices(path) -> list[tuple[int, np.ndarray]]:
+    """[(CalibrationIlluminant, 3x3 XYZ -> camera ColorMatrix), ...] of a DNG (ColorMatrix1, 2);
+    empty for files that are not TIFF-based or carry none. Only 3-colour matrices are returned."""
+    profile = read_dng_colour_profile(path)
+    return [] if profile is None else list(zip(profile.illuminants, profile.color_matrices))
 
 
 def read_dng_noise_profile(path) -> tuple[float, float] | None:

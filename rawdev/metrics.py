@@ -96,6 +96,18 @@ def psnr_from_mse(err: float, data_range: float = 1.0) -> float:
     return float("inf") if err == 0 else float(10 * np.log10(data_range**2 / err))
 
 
+def psnr_after_gain(image: np.ndarray, reference: np.ndarray, border: int = 4) -> float:
+    """PSNR of two encoded 16-bit sRGB images after one global gain on ``image`` in linear light
+    (least squares), ``border`` pixels left out: how two developers agree up to exposure."""
+    from rawdev.color import srgb_decode, srgb_encode
+
+    crop = (slice(border, -border), slice(border, -border)) if border else (slice(None), slice(None))
+    a = srgb_decode(np.asarray(image)[crop] / 65535.0).astype(np.float64)
+    b = srgb_decode(np.asarray(reference)[crop] / 65535.0).astype(np.float64)
+    gain = float((a * b).sum() / max((a * a).sum(), 1e-12))
+    return psnr(srgb_encode(np.clip(a * gain, 0, 1)), srgb_encode(b))
+
+
 # ---------------------------------------------------------------------------------------------
 # Colour: luma, sRGB -> CIE Lab (D65), CIEDE2000
 

@@ -99,6 +99,16 @@ class PackedSource:
         return np.concatenate([planes, sigma], axis=-1)
 
 
+def brightest_white_balanced(raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,
+                             sites: tuple[tuple[int, int], ...]) -> float:
+    """The largest white-balanced, normalized sample of a canonical mosaic ((raw - black) /
+    (white - black) x gain of its site): above 1 where the gains would clip it (prepare's headroom)."""
+    colour = {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 2}
+    peaks = [(float(np.max(raw[dy::2, dx::2])) - black[dy, dx]) / (white - black[dy, dx]) * gains[colour[(dy, dx)]]
+             for dy, dx in sites if raw[dy::2, dx::2].size]
+    return max(peaks, default=0.0)
+
+
 @dataclass
 class Prepared:
     """A mosaic ready for tiling: the packed source and how to undo the CFA padding."""
@@ -106,13 +116,23 @@ class Prepared:
     source: PackedSource
     canonical: cfa_mod.Canonical
     gains: np.ndarray
+    # The white-balanced input was divided by this (see prepare's ``headroom``): the network's
+    # linear output times it is the white-balanced camera RGB (1 = the green channel's white).
+    headroom: float = 1.0
 
 
 def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: str = "bin",
-            noise: NoiseModel | None = None, strength: float = 1.0) -> Prepared:
+            noise: NoiseModel | None = None, strength: float = 1.0, headroom: bool = False) -> Prepared:
     """Bring a mosaic to the model's contract: Bayer, canonical phase, levels, white balance, and
     the noise sigma planes for a model that takes them (``noise``: the sensor's noise model,
-    ``strength``: the denoising strength that scales it)."""
+    ``strength``: the denoising strength that scales it).
+
+    ``headroom``: for a model with linear output, divide the white-balanced input by its brightest
+    sample when that is above 1 (at most by the largest gain; ``Prepared.headroom``), so that a
+    channel below the sensor's white is not clipped at 1 after its gain (a red at 60 % with gain
+    2.2 would be cut to 45 %); the caller multiplies the output back. An image with nothing to clip
+    is fed as before (the network sees darker input only where it must). Off by default: training
+    data (rawdev.train.synth) is made without it."""
     if quad not in QUAD_MODES:
         raise NormalizeError(f"--quad-bayer {quad!r}: choose bin or remosaic")
     data, cfa, black = mosaic.data, mosaic.cfa, mosaic.black
@@ -144,7 +164,11 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
         ceiling = trained_ceiling(float(contract.noise_max_shot)) if contract.noise_max_shot else None
     else:
         noise = ceiling = None
-    source = PackedSource(canonical_data, black, white, gains, contract.sites, clip,
+    scale = 1.0
+    if headroom and clip and contract.output_space == "linear":
+        scale = brightest_white_balanced(canonical_data, black, white, gains, contract.sites)
+        scale = min(max(scale, 1.0), max(float(np.max(gains)), 1.0))
+    source = PackedSource(canonical_data, black, white, gains / scale, contract.sites, clip,
                           clip_low=contract.clip_below_black == "yes", noise=noise, strength=strength,
                           ceiling=ceiling)
-    return Prepared(source, canonical, gains)
+    return Prepared(source, canonical, gains, scale)

@@ -65,7 +65,8 @@ __all__ = [
 ]
 
 # What `rawdev develop --compression` offers per format; "zlib" is also taken, as "deflate".
-COMPRESSIONS = {"tiff": ("deflate", "zstd", "lzw", "none"), "png": ("deflate", "none")}
+# The first is the default. DNG (rawdev.dng_output) is uncompressed: what LibRaw and darktable read.
+COMPRESSIONS = {"tiff": ("deflate", "zstd", "lzw", "none"), "png": ("deflate", "none"), "dng": ("none",)}
 TIFF_COMPRESSIONS = ("zlib", *COMPRESSIONS["tiff"])
 DEFAULT_TIFF_LEVEL = {"zlib": 1, "deflate": 1, "zstd": 1}
 PNG_LEVEL = 1

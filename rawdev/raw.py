@@ -10,6 +10,7 @@ import numpy as np
 
 from rawdev import cfa as cfa_mod
 from rawdev.color import cam_to_srgb_matrix
+from rawdev.dng import ColourProfile
 from rawdev.noise import NoiseModel
 from rawdev.output import CaptureInfo
 
@@ -68,6 +69,7 @@ class Mosaic:
     wb_camera: np.ndarray | None = None  # (3,) R, G, B multipliers with G = 1
     wb_daylight: np.ndarray | None = None
     cam_to_srgb: np.ndarray | None = None  # white-balanced camera RGB -> linear sRGB
+    colour_profile: ColourProfile | None = None  # the DNG colour tags (or LibRaw's matrix) for DNG output
     info: CaptureInfo = field(default_factory=CaptureInfo)
     source: Path | None = None
     normalization: str = "black-white"  # or "mai": no black level, divide by 4*255
@@ -154,6 +156,7 @@ def _mosaic_from_libraw(path: Path, raw, cfa_override: cfa_mod.CFA | None) -> Mo
         wb_camera=_wb(raw.camera_whitebalance),
         wb_daylight=_wb(raw.daylight_whitebalance),
         cam_to_srgb=_colour_matrix(raw),
+        colour_profile=_colour_profile(path, raw),
         info=_capture_info(path, raw),
         source=path,
         noise_profile=_noise_profile(path),
@@ -281,6 +284,20 @@ def _colour_matrix(raw) -> np.ndarray | None:
     rgb_cam = np.asarray(raw.color_matrix, np.float64)[:3, :3]
     if np.any(rgb_cam) and not np.allclose(rgb_cam, np.eye(3)):
         return rgb_cam
+    return None
+
+
+def _colour_profile(path: Path, raw) -> ColourProfile | None:
+    """A DNG's own ColorMatrix/ForwardMatrix tags; for other formats LibRaw's XYZ (D65) -> camera
+    matrix (``rgb_xyz_matrix``, which LibRaw leaves zero for DNGs); None when neither exists."""
+    from rawdev.dng import D65, read_dng_colour_profile
+
+    profile = read_dng_colour_profile(path)
+    if profile is not None:
+        return profile
+    xyz_to_cam = np.asarray(raw.rgb_xyz_matrix, np.float64)[:3]
+    if np.any(xyz_to_cam) and np.all(xyz_to_cam.sum(axis=1) > 0):
+        return ColourProfile((D65,), (xyz_to_cam,))
     return None
 
 

@@ -145,6 +145,23 @@ def test_ray_run_gives_the_bytes_lines_summary_and_exit_code_of_a_local_run(ray_
     assert (ray_out / "old.tif").read_bytes() == b"an older result"
 
 
+def test_dng_output_travels_to_the_actors_and_gives_the_bytes_of_a_local_run(pool, tmp_path, bilinear_session):
+    from rawdev.batch import run_batch
+
+    (tmp_path / "in").mkdir()
+    sources = [write_test_dng(tmp_path / "in" / f"d{i}.dng", random_mosaic(32, 48, seed=i), "RGGB", orientation=i + 5)
+               for i in range(2)]
+    outputs = {}
+    for name in ("local", "ray"):
+        jobs = [Job(src, tmp_path / name / f"{src.stem}.rawdev.dng") for src in sources]
+        run = RunOptions(fmt="dng", decode_in_process=name == "local")
+        summary = run_batch(jobs, bilinear_session, OPTIONS, run) if name == "local" else pool.run(jobs, OPTIONS, run)
+        assert summary.exit_code == 0 and [o.status for o in summary.outcomes] == ["ok", "ok"]
+        outputs[name] = {j.output.name: j.output.read_bytes() for j in jobs}
+    assert outputs["ray"] == outputs["local"]
+    assert all(data[:4] == b"II*\x00" and len(data) > 32 * 48 * 6 for data in outputs["ray"].values())
+
+
 def test_the_driver_decides_skips_and_refusals_as_a_local_batch_does(tmp_path, bilinear_session):
     import imagecodecs
 
