@@ -197,3 +197,28 @@ def test_the_noise_told_is_capped_at_the_noisiest_the_model_was_trained_on():
     weak = prepare(_mosaic(raw), capped, noise=noise, strength=0.5).source[:, :]
     np.testing.assert_allclose(weak[..., 4:], 0.5 * prepare(_mosaic(raw), capped, noise=noise).source[:, :][..., 4:],
                                rtol=1e-5)
+
+
+@pytest.mark.parametrize("level", list(NOISE_LEVELS))
+def test_shipped_model_output_changes_smoothly_and_monotonically_with_the_strength(level):
+    """The shipped noise-aware model on a noisy capture: the grain left (the image's pixel-to-pixel
+    variation) falls as --denoise grows from 0 to 2, and no step of 0.25 in S changes the image much
+    more than the others."""
+    from rawdev import DEFAULT_MODEL
+    from rawdev.develop import develop_mosaic
+    from rawdev.model import resolve_model
+    from rawdev.session import open_session
+
+    session = open_session(resolve_model(DEFAULT_MODEL), "cpu")
+    assert session.contract.noise_input == "sigma-planes"
+    cap = Unprocessor(3).capture(smooth_scene(192, 192, seed=3), RGGB, shot=NOISE_LEVELS[level])
+    mosaic = Mosaic(data=cap.raw, cfa=RGGB, black=np.full((2, 2), cap.black), white=cap.white,
+                    wb_camera=cap.wb_gains / cap.wb_gains[1], noise_profile=NoiseModel(cap.shot, cap.read))
+    strengths = np.arange(0.0, 2.01, 0.25)
+    images = [develop_mosaic(mosaic, session, DevelopOptions(look="neutral", exposure="0", denoise=str(s))).image
+              .astype(np.float64) / 65535 for s in strengths]
+    grain = np.array([np.abs(np.diff(im, axis=1)).mean() for im in images])
+    assert np.all(np.diff(grain[strengths <= 1]) < 0), grain.round(5)  # less grain at every step up to 1
+    assert np.all(np.diff(grain) <= 0.03 * grain[:-1]), grain.round(5)  # and never more above it
+    steps = np.array([np.abs(b - a).mean() for a, b in zip(images, images[1:])])
+    assert steps.max() <= 4 * np.median(steps), steps.round(5)
