@@ -56,6 +56,7 @@ from benchmarks._measure import (  # noqa: E402
     write_json,
 )
 from benchmarks.common import REPO, RESULTS, SHARED  # noqa: E402
+from rawdev import DEFAULT_MODEL  # noqa: E402
 from rawdev.develop import DEFAULT_OVERLAP, DEFAULT_TILE  # noqa: E402
 
 BLACKMAGIC = SHARED / "samples" / "raw" / "imageio_Blackmagic.dng"
@@ -104,7 +105,8 @@ def plan_for(mosaic, session, tile: int, overlap: int):
     from rawdev.normalize import prepare
     from rawdev.tiling import plan_tiles
 
-    prepared = prepare(mosaic, session.contract)
+    # Only the geometry is needed: the noise planes a noise-aware model takes do not change it.
+    prepared = prepare(mosaic, dataclasses.replace(session.contract, noise_input="none"))
     h, w = prepared.source.shape[:2]
     plan = plan_tiles(h, w, tile=tile, overlap=overlap, align=2, scale=session.contract.scale)
     return plan, prepared.canonical, (h, w)
@@ -366,7 +368,7 @@ def parse_args(argv):
     p.add_argument("--images", nargs="+", default=["blackmagic", "chart"],
                    help="blackmagic (centre crop), chart, or RAW file paths")
     p.add_argument("--crop", type=int, default=2048, help="mosaic pixels of the Blackmagic centre crop")
-    p.add_argument("--model", default="csanet-res-c32")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--tiles", nargs="+", type=int, default=list(DEFAULT_TILES))
     p.add_argument("--overlaps", nargs="+", type=int, default=list(DEFAULT_OVERLAPS))
     p.add_argument("--margin", type=int, default=4, help="pixels around overlaps excluded from 'elsewhere'")
