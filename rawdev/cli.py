@@ -121,14 +121,6 @@ def develop(
             raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
         if not _writable(output):
             raise usage_error(f"output folder {output} is not writable; choose another -o")
-    if fmt == "dng":
-        try:
-            from rawdev.model import read_contract
-
-            if read_contract(resolve_model(model)).output_space != "linear":
-                raise usage_error("--format dng needs a model with linear output (its output here is finished sRGB)")
-        except ContractError as exc:
-            raise usage_error(str(exc)) from None
     jobs = plan_jobs(files, output, fmt, recursive)
     from rawdev.distributed import ClusterUnavailable, RayPool
 
@@ -136,11 +128,11 @@ def develop(
     try:
         if ray is None:
             session = open_session(model_path, device, threads, spinning=len(jobs) <= 1)
-            opts.check_denoise(options, session.contract, session.path)
+            opts.check_contract(options, session.contract, session.path, fmt)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract
 
-            opts.check_denoise(options, read_contract(model_path), model_path)
+            opts.check_contract(options, read_contract(model_path), model_path, fmt)
             pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None

@@ -46,8 +46,11 @@ def develop_options(wb: str, quad_bayer: str, exposure: str, look: str, tile: st
                           tile=parse_tile(tile), overlap=overlap, denoise=denoise)
 
 
-def check_denoise(options: DevelopOptions, contract, model_path: Path) -> None:
-    """A strength given for a model that takes no noise level is a usage error (ValueError)."""
+def check_contract(options: DevelopOptions, contract, model_path: Path, fmt: str = "tiff") -> None:
+    """What the model's contract rules out is a usage error (ValueError): a strength for a model
+    that takes no noise level; DNG output from a model whose output is finished sRGB."""
+    if fmt == "dng" and contract.output_space != "linear":
+        raise ValueError("--format dng needs a model with linear output (its output here is finished sRGB)")
     if options.denoise != "auto" and contract.noise_input == "none":
         raise ValueError(f"--denoise is not available for {Path(model_path).name}: it takes no noise level; "
                          "leave --denoise out or choose a noise-aware model (rawdev models list)")
