@@ -8,6 +8,7 @@ balance), variance = shot * x + read: the DNG specification's NoiseProfile (S, O
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
@@ -58,10 +59,15 @@ def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, streng
     return sigma
 
 
+def read_level(shot: float | np.ndarray) -> np.ndarray:
+    """Read-noise variance tied to the shot level: log b = 2.18 log a + 1.20 (Brooks et al.)."""
+    return np.exp(2.18 * np.log(shot) + 1.20)
+
+
 def trained_ceiling(max_shot: float) -> NoiseModel:
     """The noisiest model of the training data: shot ``max_shot`` with the read level tied to it
-    (rawdev.train.synth.read_level, Brooks et al.'s fit), doubled for its spread."""
-    return NoiseModel(max_shot, 2.0 * float(np.exp(2.18 * np.log(max_shot) + 1.20)), "trained")
+    (:func:`read_level`, as the training data draws it), doubled for its spread."""
+    return NoiseModel(max_shot, 2.0 * float(read_level(max_shot)), "trained")
 
 
 def _bands(plane: np.ndarray, rows: int = ESTIMATE_ROWS, band: int = 64) -> list[np.ndarray]:
@@ -95,6 +101,7 @@ def _block_stats(mean: np.ndarray, res: np.ndarray, block: int = BLOCK) -> tuple
     return blocks(mean).mean(axis=(1, 3)).ravel(), (blocks(res) ** 2).mean(axis=(1, 3)).ravel()
 
 
+@cache
 def _quantile_ratio(q: float = BLOCK_QUANTILE, block: int = BLOCK, count: int = 4096) -> float:
     """The ``q`` quantile of block variances of pure unit white noise through the same residual
     and blocks (the residuals are correlated, so it is simulated, not taken from a table)."""
@@ -108,10 +115,12 @@ def estimate_noise(data: np.ndarray, period: int, black: np.ndarray, white: floa
     """Estimate (shot, read) from a mosaic.
 
     In every same-colour plane a high-pass residual, blind to smooth signal, is averaged in
-    8x8 blocks. Blocks are binned by signal level; in each bin the lowest decile of block
-    variances comes from the smoothest blocks, where texture adds least, and is turned into the
-    noise variance by the same decile of pure noise. A line variance = shot * x + read through
-    the bins gives the model, both terms non-negative."""
+    BLOCK x BLOCK blocks. Blocks are binned by signal level; in each bin the BLOCK_QUANTILE
+    quantile of block variances comes from the smoothest blocks, where texture adds least, and is
+    turned into the noise variance by the same quantile of pure noise. A line variance =
+    shot * x + read through the bins gives the model, both terms non-negative; a second pass
+    divides each block by the first line before taking the quantile, so the noise's growth within
+    a bin does not bias it."""
     xs_all, vs_all = [], []
     black = np.asarray(black, np.float64)
     for dy in range(period):

@@ -156,7 +156,7 @@ def prepare(mosaic: Mosaic, contract: ModelContract, wb: str = "camera", quad: s
     if contract.noise_input == "sigma-planes":
         if noise is None:
             raise NormalizeError("the model takes a noise level and none was given")
-        if cfa.kind == "bayer" and mosaic.cfa.kind == "quad" and quad == "bin":
+        if mosaic.cfa.kind == "quad" and quad == "bin":
             noise = noise.scaled(0.25)
         # Quantization adds a uniform error of one raw step.
         step = 1.0 / max(white - float(np.mean(black)), 1.0)

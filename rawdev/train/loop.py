@@ -344,11 +344,12 @@ def _warm_start(model, source: Path) -> list[str]:
 
     from rawdev.train.network import build_csanet, warm_start
 
-    folder = source if source.is_dir() else source.parent
+    if source.is_dir():  # a run or checkpoint folder: its newest checkpoint
+        folder = source
+        prefix = tf.train.latest_checkpoint(str(folder)) or tf.train.latest_checkpoint(str(folder / "checkpoints"))
+    else:  # a ckpt-N prefix
+        folder, prefix = source.parent, str(source)
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
-    prefix = tf.train.latest_checkpoint(str(folder)) or tf.train.latest_checkpoint(str(folder / "checkpoints"))
-    if source.is_file() or not source.is_dir():
-        prefix = str(source)
     if not prefix:
         raise FileNotFoundError(f"no checkpoint under {source}")
     other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"))
@@ -385,7 +386,7 @@ def _batch_source(config: TrainConfig, step: int):
         data = TrainingData(images, config.patch, seed=config.seed + step, noise_input=config.noise_input,
                             hard_fraction=config.hard_fraction, weights=weights if config.balance_sets else None,
                             flat_fraction=config.flat_fraction, dark_fraction=config.dark_fraction,
-                            **({"max_shot": config.max_shot} if config.max_shot else {}))
+                            max_shot=config.max_shot)
 
     def make():
         b = data.batch(config.batch)

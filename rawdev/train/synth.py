@@ -18,6 +18,7 @@ import numpy as np
 
 from rawdev import cfa as cfa_mod
 from rawdev.color import SRGB_TO_XYZ, cam_to_srgb_matrix, inverse_smoothstep_tone, srgb_decode
+from rawdev.noise import read_level  # noqa: F401 (the training data's read level; re-exported)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
@@ -25,10 +26,6 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 NOISE_LEVELS = {"low": 2e-4, "medium": 2e-3, "high": 1e-2}
 SHOT_RANGE = (1e-4, 1.2e-2)
 
-
-def read_level(shot: float | np.ndarray) -> np.ndarray:
-    """Read-noise variance tied to the shot level: log b = 2.18 log a + 1.20 (Brooks et al.)."""
-    return np.exp(2.18 * np.log(shot) + 1.20)
 
 
 def camera_bank() -> list[dict]:
@@ -170,14 +167,14 @@ def bilinear_demosaic(mosaic: np.ndarray) -> np.ndarray:
     sparse[0::2, 1::2, 1] = mosaic[0::2, 1::2]
     sparse[1::2, 0::2, 1] = mosaic[1::2, 0::2]
     sparse[1::2, 1::2, 2] = mosaic[1::2, 1::2]
+    from rawdev.train.network import bilinear_kernels
+
     p = np.pad(sparse, ((2, 2), (2, 2), (0, 0)), mode="reflect")
-    rb = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], np.float32) / 4
-    g = np.array([[0, 1, 0], [1, 4, 1], [0, 1, 0]], np.float32) / 4
+    interp = bilinear_kernels()[1][..., 0]  # (3, 3, 3): the network's fixed interpolation, per colour
     out = np.zeros((h + 2, w + 2, 3), np.float32)
     for dy in range(3):
         for dx in range(3):
-            window = p[dy : dy + h + 2, dx : dx + w + 2]
-            out += window * np.array([rb[dy, dx], g[dy, dx], rb[dy, dx]], np.float32)
+            out += p[dy : dy + h + 2, dx : dx + w + 2] * interp[dy, dx]
     return out[1:-1, 1:-1]
 
 
@@ -233,7 +230,7 @@ class TrainingData:
     def __init__(self, images: list[np.ndarray], patch: int = 128, seed: int = 0, quad_fraction: float = 0.1,
                  noise_input: bool = False, strength_fraction: float = 0.15, clean_fraction: float = 0.05,
                  hard_fraction: float = 0.0, hard_candidates: int = 4, weights: list[float] | None = None,
-                 flat_fraction: float = 0.0, dark_fraction: float = 0.0, max_shot: float = SHOT_RANGE[1]):
+                 flat_fraction: float = 0.0, dark_fraction: float = 0.0, max_shot: float | None = None):
         if patch % 4:
             raise ValueError("patch must be a multiple of 4")
         keep = [i for i, im in enumerate(images) if min(im.shape[:2]) >= 2 * patch]
@@ -249,15 +246,14 @@ class TrainingData:
         self.hard_candidates = hard_candidates
         self.flat_fraction = flat_fraction
         self.dark_fraction = dark_fraction
-        self.unprocessor = Unprocessor(seed, max_shot=max_shot)
+        self.unprocessor = Unprocessor(seed, max_shot=max_shot or SHOT_RANGE[1])
         self.rng = self.unprocessor.rng
 
     def flat_field(self, size: int | None = None) -> np.ndarray:
         """A flat colour patch, half the time with a gentle gradient or a straight edge to a
         second colour: where a network's mean colour must come back exactly."""
         p = size or self.patch
-        colour = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
-        img = np.broadcast_to(colour, (p, p, 3)).astype(np.float32).copy()
+        img = np.broadcast_to(self._random_colour(), (p, p, 3)).astype(np.float32).copy()
         kind = self.rng.integers(3)
         if kind == 1:
             y, x = np.mgrid[0:p, 0:p] / p
@@ -265,8 +261,12 @@ class TrainingData:
             img += (y[..., None] * slope[0] + x[..., None] * slope[1]).astype(np.float32)
         elif kind == 2:
             cut = self.rng.integers(p // 4, 3 * p // 4)
-            img[:, cut:] = self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
+            img[:, cut:] = self._random_colour()
         return np.clip(img, 0.0, 1.0)
+
+    def _random_colour(self) -> np.ndarray:
+        """An encoded sRGB colour, pushed towards dark or light by a random power."""
+        return self.rng.uniform(0.0, 1.0, 3) ** self.rng.uniform(0.5, 2.0)
 
     def brightness(self) -> float:
         """Scene brightness: around 1, or with probability ``dark_fraction`` 0 to 6 stops under."""
@@ -319,18 +319,16 @@ class TrainingData:
             brightness=self.brightness(),
         )
         target = np.clip(cap.linear_cam, 0.0, 1.0)
-        if not self.noise_input:
-            packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa)
-        else:
-            strength = 1.0
-            if not quad and self.rng.uniform() < self.strength_fraction:
-                strength = float(self.rng.uniform(0.0, 2.0))
-                if strength < 1.0:
-                    grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
-                    target = target + (1.0 - strength) * grain
-                else:
-                    target = gaussian_blur(target, (strength - 1.0) * STRONGER_BLUR)
-            packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa, (cap.shot, cap.read), strength)
+        strength = 1.0
+        if self.noise_input and not quad and self.rng.uniform() < self.strength_fraction:
+            strength = float(self.rng.uniform(0.0, 2.0))
+            if strength < 1.0:
+                grain = bilinear_demosaic(cap.noise * mosaic_gains(cap.wb_gains, cap.noise.shape))
+                target = target + (1.0 - strength) * grain
+            else:
+                target = gaussian_blur(target, (strength - 1.0) * STRONGER_BLUR)
+        noise = (cap.shot, cap.read) if self.noise_input else None
+        packed = network_input(cap.raw, cap.black, cap.white, cap.wb_gains, cfa, noise, strength)
         if quad:
             target = target.reshape(self.patch, 2, self.patch, 2, 3).mean(axis=(1, 3))
         return packed, target, cam_to_srgb_matrix(cap.xyz_to_cam).astype(np.float32), shot
