@@ -88,10 +88,6 @@ class ModelContract:
     def sites(self) -> tuple[tuple[int, int], ...]:
         return PACKINGS[self.packing]
 
-    @property
-    def input_planes(self) -> int:
-        return len(self.sites) * (2 if self.noise_input == "sigma-planes" else 1)
-
     def to_metadata(self) -> dict[str, str]:
         return {PREFIX + k: str(v) for k, v in asdict(self).items()}
 
