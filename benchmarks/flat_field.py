@@ -69,19 +69,23 @@ class Case:
     level: str
 
 
-def reference_srgb8() -> np.ndarray:
-    """(24, 3) the ColorChecker's published 8-bit sRGB values, in chart order."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+def _colorchecker() -> tuple[tuple[str, tuple[int, int, int]], ...]:
+    """The (name, 8-bit sRGB) of the 24 patches, as examples/make_examples.py defines them."""
+    examples = str(Path(__file__).resolve().parents[1] / "examples")
+    if examples not in sys.path:
+        sys.path.insert(0, examples)
     from make_examples import COLORCHECKER_SRGB8
 
-    return np.array([rgb for _, rgb in COLORCHECKER_SRGB8], np.float64)
+    return COLORCHECKER_SRGB8
+
+
+def reference_srgb8() -> np.ndarray:
+    """(24, 3) the ColorChecker's published 8-bit sRGB values, in chart order."""
+    return np.array([rgb for _, rgb in _colorchecker()], np.float64)
 
 
 def patch_names() -> list[str]:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-    from make_examples import COLORCHECKER_SRGB8
-
-    return [name for name, _ in COLORCHECKER_SRGB8]
+    return [name for name, _ in _colorchecker()]
 
 
 def truth_linear(ev: int) -> np.ndarray:
@@ -128,8 +132,7 @@ def daylight_gains(xyz_to_cam: np.ndarray) -> np.ndarray:
     """The white-balance gains that neutralize D65 white for this camera (G = 1)."""
     d65 = np.array([0.95047, 1.0, 1.08883])
     raw_white = xyz_to_cam @ d65
-    gains = raw_white[1] / raw_white
-    return gains
+    return raw_white[1] / raw_white
 
 
 def write_case(case: Case, path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -137,7 +140,7 @@ def write_case(case: Case, path: Path, seed: int) -> tuple[np.ndarray, np.ndarra
     white-balanced, normalized mosaic (float, for the floor row) and the clean camera RGB
     (what the sensor saw: colours outside the camera's gamut come out clipped at 0)."""
     from rawdev.dng import write_dng
-    from rawdev.train.synth import NOISE_LEVELS, RGGB, Unprocessor
+    from rawdev.train.synth import NOISE_LEVELS, RGGB, Unprocessor, mosaic_gains
 
     m = camera_matrix(case.camera)
     gains = daylight_gains(m)
@@ -147,17 +150,20 @@ def write_case(case: Case, path: Path, seed: int) -> tuple[np.ndarray, np.ndarra
               wb_gains=cap.wb_gains, make="rawdev", model=f"flat field {case.camera}",
               noise_profile=(cap.shot, cap.read))
     norm = (cap.raw.astype(np.float64) - cap.black) / (cap.white - cap.black)
-    site_gain = np.tile(np.array([[gains[0], 1.0], [1.0, gains[2]]]), (norm.shape[0] // 2, norm.shape[1] // 2))
-    return norm * site_gain, cap.linear_cam
+    return norm * mosaic_gains(gains, norm.shape), cap.linear_cam
+
+
+def box_means(image: np.ndarray) -> np.ndarray:
+    """(24, 3) mean of an (H, W, 3) image over each patch's sample square."""
+    return np.array([image[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0, dtype=np.float64)
+                     for y0, y1, x0, x1 in sample_boxes()])
 
 
 def truth_of(clean_cam: np.ndarray, cam_to_srgb: np.ndarray) -> np.ndarray:
     """(24, 3) linear sRGB each patch should come back as: the clean camera RGB the sensor saw
     through the file's own colour matrix (equal to the reference colour where the camera's gamut
     holds it)."""
-    means = np.array([clean_cam[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0, dtype=np.float64)
-                      for y0, y1, x0, x1 in sample_boxes()])
-    return means @ np.asarray(cam_to_srgb, np.float64).T
+    return box_means(clean_cam) @ np.asarray(cam_to_srgb, np.float64).T
 
 
 def lab_of_linear(linear: np.ndarray) -> np.ndarray:
@@ -171,11 +177,7 @@ def means_of_image16(image16: np.ndarray) -> np.ndarray:
     """(24, 3) mean linear sRGB of each sample square of a 16-bit sRGB image."""
     from rawdev.color import srgb_decode
 
-    out = []
-    for y0, y1, x0, x1 in sample_boxes():
-        block = srgb_decode(image16[y0:y1, x0:x1].astype(np.float32) / np.float32(65535.0))
-        out.append(block.reshape(-1, 3).mean(axis=0, dtype=np.float64))
-    return np.array(out)
+    return box_means(srgb_decode(image16.astype(np.float32) / np.float32(65535.0)))
 
 
 def floor_means(balanced: np.ndarray, cam_to_srgb: np.ndarray) -> np.ndarray:
@@ -197,8 +199,7 @@ def libraw_means(dng: Path) -> np.ndarray:
                               user_flip=0, demosaic_algorithm=rawpy.DemosaicAlgorithm.AHD,
                               output_color=rawpy.ColorSpace.sRGB, adjust_maximum_thr=0.0,
                               highlight_mode=rawpy.HighlightMode.Clip)
-    lin = rgb.astype(np.float64) / 65535.0
-    return np.array([lin[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0) for y0, y1, x0, x1 in sample_boxes()])
+    return box_means(rgb.astype(np.float64) / 65535.0)
 
 
 def rawdev_developer(session):
