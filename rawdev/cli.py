@@ -217,6 +217,9 @@ def train(
     warm_start: Path | None = typer.Option(None, help="Checkpoint or run folder of a CSANet to start from."),
     lr_max: float | None = typer.Option(None, help="Cap on the learning-rate schedule (for a warm start)."),
     balance_sets: bool = typer.Option(False, help="Draw each sub-folder of the training folders equally often."),
+    correction_lowpass: float = typer.Option(
+        0.0, help="Take the local mean (Gaussian sigma in pixels) off the network's correction, so areas keep "
+        "the mosaic's own mean colour; 0 = off."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
@@ -233,6 +236,7 @@ def train(
         checkpoint_every=checkpoint_every, validate_every=validate_every,
         colour_weight=colour_weight, hard_fraction=hard_fraction,
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
+        correction_lowpass=correction_lowpass,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

@@ -60,6 +60,7 @@ class ModelSpec:
     training_data: str = ""
     steps: int = 0
     noise_max_shot: str = ""
+    correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction
 
 
 def _tf():
@@ -103,6 +104,7 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         white_balance="none" if paired else "before",
         training_data=_training_data(config),
         noise_max_shot=_noise_max_shot(config),
+        correction_lowpass=float(config.get("correction_lowpass", 0.0)),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -136,12 +138,12 @@ def load_keras_model(source: Path, overrides: dict | None = None, name_map: dict
         return _load_saved_model(source, overrides)
     if source.suffix in (".h5", ".keras") or source.name.endswith(".weights.h5"):
         spec = _spec_from(_config_near(source), overrides)
-        model = build_csanet(spec.width, spec.variant)
+        model = build_csanet(spec.width, spec.variant, correction_lowpass=spec.correction_lowpass)
         model.load_weights(str(source))
         return model, spec
     prefix, config = find_checkpoint(source)
     spec = _spec_from(config, overrides)
-    model = build_csanet(spec.width, spec.variant)
+    model = build_csanet(spec.width, spec.variant, correction_lowpass=spec.correction_lowpass)
     reader = tf.train.load_checkpoint(str(prefix))
     if name_map is not None:
         _assign_by_name_map(model, reader, name_map, prefix)

@@ -14,21 +14,21 @@ from rawdev.model import read_contract  # noqa: E402
 from rawdev.train.network import build_csanet  # noqa: E402
 
 
-def _trained_like(width=8, variant="residual", seed=1):
+def _trained_like(width=8, variant="residual", seed=1, **options):
     """A network with non-trivial weights (random, including the zero-initialized output conv)."""
     tf.random.set_seed(seed)
-    model = build_csanet(width, variant)
+    model = build_csanet(width, variant, **options)
     rng = np.random.default_rng(seed)
     for w in model.trainable_weights:
         w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
     return model
 
 
-def _save_run(tmp_path, model, variant, width):
+def _save_run(tmp_path, model, variant, width, **config):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.json").write_text(json.dumps({"variant": variant, "width": width, "train_dirs": ["x"],
-                                                 "patch": 64, "batch": 2}))
+                                                 "patch": 64, "batch": 2, **config}))
     step = tf.Variable(123, dtype=tf.int64)
     tf.train.Checkpoint(model=model, step=step).save(str(run / "checkpoints" / "ckpt"))
     return run
@@ -60,6 +60,19 @@ def test_run_folder_converts_with_parity_and_a_clean_graph(tmp_path, variant):
     # free spatial size: another shape than the one traced gives TensorFlow's answer
     x = np.random.default_rng(0).random((1, 26, 34, 4), dtype=np.float32)
     np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+
+
+def test_a_lowpass_free_run_converts_from_its_config_with_parity(tmp_path):
+    model = _trained_like(8, "noise", correction_lowpass=8.0)
+    run = _save_run(tmp_path, model, "noise", 8, correction_lowpass=8.0)
+    report = convert_checkpoint(run, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+    x = np.random.default_rng(0).random((1, 26, 34, 8), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+    # the same weights without the option in the config are another function: it is not ignored
+    (run / "config.json").write_text(json.dumps({"variant": "noise", "width": 8}))
+    with pytest.raises(ConversionError):
+        convert_checkpoint(run, tmp_path / "other.onnx")
 
 
 def test_foreign_checkpoint_converts_through_a_name_map(tmp_path):

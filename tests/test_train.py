@@ -270,3 +270,45 @@ def test_stronger_than_one_targets_are_blurred_and_keep_the_mean():
     assert abs(softer.mean() - img.mean()) < 0.01
     flat = np.full((20, 20, 3), 0.4, np.float32)
     np.testing.assert_allclose(gaussian_blur(flat, 1.5), flat, atol=1e-6)
+
+
+def _randomized(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for w in model.trainable_weights:
+        w.assign(rng.normal(0, 0.1, w.shape).astype(np.float32))
+    return model
+
+
+def test_a_lowpass_free_correction_gives_a_flat_field_back_whatever_the_correction_adds():
+    """A constant correction (the output conv's bias: a colour cast) is taken off entirely, at
+    every tile size including the smallest; without the option it casts the field."""
+    grey = np.full((1, 24, 20, 8), 0.01, np.float32)
+    grey[..., :4] = np.array([0.3, 0.15, 0.15, 0.6], np.float32)
+    for lowpass, cast in ((8.0, False), (0.0, True)):
+        model = build_csanet(8, "noise", correction_lowpass=lowpass)
+        rgb = model.get_layer("rgb")
+        kernel, bias = rgb.get_weights()
+        rgb.set_weights([kernel, bias + np.array([0.05, -0.03, 0.02], np.float32)])
+        for size in ((24, 20), (2, 2)):
+            out = model(grey[:, : size[0], : size[1]]).numpy()[0]
+            drift = np.abs(out - np.array([0.3, 0.15, 0.6], np.float32)).max()
+            assert (drift > 0.01) if cast else (drift < 1e-6), (lowpass, size, drift)
+
+
+def test_a_lowpass_free_correction_takes_off_the_local_mean_and_folds_exactly():
+    from rawdev.train.network import correction_lowpass_sigma, fold_for_inference
+
+    model = _randomized(build_csanet(8, "noise", correction_lowpass=8.0))
+    assert correction_lowpass_sigma(model) == 8.0
+    assert correction_lowpass_sigma(build_csanet(8, "noise")) == 0.0
+    x = np.random.default_rng(1).random((1, 64, 48, 8)).astype(np.float32)
+    out = model(x).numpy()[0]
+    folded = fold_for_inference(model)(x).numpy()[0]
+    np.testing.assert_allclose(folded, out, atol=2e-6)
+    # what is left of the correction averages out over areas larger than the sigma
+    base = build_csanet(8, "noise")(x).numpy()[0]  # the zero-initialised output: the bilinear base
+    area_mean = (out - base)[16:112, 16:80].reshape(6, 16, 4, 16, 3).mean(axis=(1, 3))
+    assert np.abs(area_mean).max() < 0.25 * np.abs(out - base).mean()
+
+    with pytest.raises(ValueError, match="bilinear base"):
+        build_csanet(8, "paper", correction_lowpass=8.0)

@@ -51,6 +51,7 @@ class TrainConfig:
     flat_fraction: float = 0.0  # share of flat colour fields (mean colour must come back)
     dark_fraction: float = 0.0  # share of scenes 0-6 stops under the usual brightness
     max_shot: float | None = None  # top of the shot-noise range (default synth.SHOT_RANGE[1])
+    correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction; 0 = off
 
     @property
     def noise_input(self) -> bool:
@@ -240,7 +241,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     cfg_path.write_text(json.dumps(asdict(config), indent=2))
 
     tf.random.set_seed(config.seed)
-    model = build_csanet(config.width, config.variant)
+    model = build_csanet(config.width, config.variant, correction_lowpass=config.correction_lowpass)
     optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate(0, config.steps))
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     samples_var = tf.Variable(0, dtype=tf.int64, name="samples")
@@ -352,7 +353,8 @@ def _warm_start(model, source: Path) -> list[str]:
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     if not prefix:
         raise FileNotFoundError(f"no checkpoint under {source}")
-    other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"))
+    other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"),
+                         correction_lowpass=cfg.get("correction_lowpass", 0.0))
     tf.train.Checkpoint(model=other).restore(prefix).expect_partial()
     return warm_start(model, other)
 

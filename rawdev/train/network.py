@@ -11,9 +11,16 @@ Three variants share every layer of the paper:
   standard deviation of each packed sample's noise (``rawdev.normalize.noise_sigma``), which
   enter the head and the H/2 shortcut through 1x1 convolutions; scaling them is the denoising
   strength. Every other layer is the residual variant's, so it starts from a residual checkpoint.
+
+Any variant with a bilinear base can also be built with ``correction_lowpass`` (a Gaussian sigma
+in output pixels): the network's correction then has its own local mean taken away, so the mean
+colour of every area is the bilinear base's, the mosaic's own. On a flat field a demosaicker must
+give back the field's camera RGB; without this the correction's low frequencies drift it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -60,10 +67,13 @@ def _dam(x, width: int, reduction: int, name: str):
     return layers.Add(name=f"{name}_out")([x, fused])
 
 
-def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4):
+def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
+                 correction_lowpass: float = 0.0):
     """Build CSANet as a Keras functional model with free spatial size."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
+    if correction_lowpass and variant == "paper":
+        raise ValueError("correction_lowpass needs a variant with a bilinear base (residual or noise)")
     keras = _keras()
     layers = keras.layers
     noise = variant == "noise"
@@ -88,6 +98,11 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
         rgb = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb")(x)
     else:
         correction = layers.Conv2D(3, 3, padding="same", kernel_initializer="zeros", name="rgb")(x)
+        if correction_lowpass:
+            local_mean = layers.AveragePooling2D(2, name="lowpass_pool")(correction)
+            local_mean = _normalized_blur(local_mean, correction_lowpass / 2, "lowpass")
+            local_mean = layers.UpSampling2D(2, name="lowpass_up")(local_mean)
+            correction = layers.Subtract(name="lowpass_free")([correction, local_mean])
         rgb = layers.Add(name="residual_out")([bilinear_base(planes), correction])
     return keras.Model(packed, rgb, name=f"csanet_{variant}_c{width}")
 
@@ -103,6 +118,44 @@ def _conv_with_noise(planes, sigma, width: int, kernel: int, strides: int, name:
     n = layers.Conv2D(width, 1, strides=strides, padding="same", use_bias=False, kernel_initializer="zeros",
                       name=f"{name}_noise")(sigma)
     return layers.ReLU(name=f"{name}_relu")(layers.Add(name=f"{name}_sum")([x, n]))
+
+
+def gaussian_taps(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian taps out to three sigma."""
+    radius = max(1, math.ceil(3 * sigma))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-0.5 * (x / sigma) ** 2)
+    return (g / g.sum()).astype(np.float32)
+
+
+def correction_lowpass_sigma(model) -> float:
+    """The sigma (output pixels) a network's correction is made low-pass free with; 0 if not."""
+    try:
+        layer = model.get_layer("lowpass_rows")
+    except ValueError:
+        return 0.0
+    return 2.0 * float(layer.sigma)
+
+
+def _normalized_blur(x, sigma: float, name: str):
+    """Separable Gaussian blur of ``x`` (C channels) that averages only over the samples inside the
+    image: zero padding, divided by the blur of ones. Any tile size works (a reflect pad would need
+    tiles wider than the kernel), and a constant stays exactly constant up to the border."""
+    keras = _keras()
+    layers = keras.layers
+    # The ones have all of x's channels: tf2onnx turns transposes of a one-channel tensor into
+    # reshapes to the traced size, which would fix the model to one tile size.
+    channels = 2 * x.shape[-1]
+    ones = layers.Lambda(lambda t: keras.ops.ones_like(t), name=f"{name}_ones")(x)
+    y = layers.Concatenate(name=f"{name}_with_ones")([x, ones])
+    taps = gaussian_taps(sigma)
+    for axis, shape in (("rows", (len(taps), 1)), ("cols", (1, len(taps)))):
+        blur = layers.DepthwiseConv2D(shape, padding="same", use_bias=False, trainable=False, name=f"{name}_{axis}")
+        y = blur(y)
+        blur.set_weights([np.tile(taps.reshape(shape + (1, 1)), (1, 1, channels, 1))])
+        blur.sigma = sigma
+    half = x.shape[-1]
+    return layers.Lambda(lambda t: t[..., :half] / t[..., half:], name=f"{name}_normalize")(y)
 
 
 def warm_start(model, source) -> list[str]:
@@ -209,6 +262,17 @@ def fold_for_inference(model):
     head = layers.Conv2D(12, 3, padding="same", name="rgb_subpixel")
     x = head(trunk_end)
     head.set_weights([subpixel_kernel(kernel), np.tile(bias, 4)])
+    sigma = correction_lowpass_sigma(model)
+    if sigma:
+        # The 2x2 mean of the full-resolution correction is the mean of its four sub-pixel
+        # positions, and nearest upsampling is a copy back to each of them.
+        mean = layers.Conv2D(3, 1, use_bias=False, name="lowpass_pool_subpixel")
+        spread = layers.Conv2D(12, 1, use_bias=False, name="lowpass_up_subpixel")
+        local_mean = spread(_normalized_blur(mean(x), sigma / 2, "lowpass_fold"))
+        gather = np.tile(np.eye(3, dtype=np.float32), (4, 1))  # (12, 3): sub-pixel block b, colour c -> c
+        mean.set_weights([(gather / 4)[None, None]])
+        spread.set_weights([gather.T[None, None]])
+        x = layers.Subtract(name="lowpass_free_subpixel")([x, local_mean])
     if residual:
         scatter, interp = bilinear_kernels()
         dense = np.zeros((3, 3, 3, 3), np.float32)
