@@ -19,7 +19,7 @@ from pathlib import Path
 from rawdev.decode import DEFAULT_DECODE_TIMEOUT, DecodeCancelled, DecodeWorker, acquire_worker, release_worker
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.dng_output import DngOutputError, LinearImage, dng_problem, write_linear_dng
-from rawdev.output import apply_orientation, write_image
+from rawdev.output import TiffStrips, apply_orientation, write_image
 from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
 from rawdev.session import ModelSession
 
@@ -153,6 +153,9 @@ class RunOptions:
     # Decode in this process (a LibRaw crash then ends the batch): for comparisons only.
     # RAWDEV_DECODE_IN_PROCESS=1 sets it from outside (benchmarks/decode_isolation.py).
     decode_in_process: bool = field(default_factory=lambda: os.environ.get("RAWDEV_DECODE_IN_PROCESS") == "1")
+    # Render finished blocks and encode finished TIFF strips while the network runs on (the
+    # bytes written are the same either way). RAWDEV_OVERLAP=0 turns it off: for comparisons.
+    overlap: bool = field(default_factory=lambda: os.environ.get("RAWDEV_OVERLAP", "1") != "0")
 
 
 class Reporter:
@@ -273,14 +276,14 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
             entry = encoded.get()
             if entry is None:
                 return
-            job, image, info, t_start, mp = entry
+            job, image, info, t_start, mp, strips = entry
             try:
                 job.output.parent.mkdir(parents=True, exist_ok=True)
                 if isinstance(image, LinearImage):  # stored as the sensor saw it, Orientation as a tag
                     write_linear_dng(job.output, image, info)
                 else:
                     write_image(job.output, apply_orientation(image, info.orientation or 1), info, fmt=run.fmt,
-                                compression=run.compression)
+                                compression=run.compression, strips=strips)
                 finish(Outcome(job, "ok", "", time.perf_counter() - t_start, mp))
             except OSError as exc:
                 finish(Outcome(job, "failed", f"cannot write {job.output}: {exc.strerror or exc}"))
@@ -310,7 +313,9 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
             try:
                 if dng and (problem := dng_problem(mosaic.colour_profile)) is not None:
                     raise DngOutputError(problem)  # before any inference
-                developed = develop_mosaic(mosaic, model, options, reporter.tile_done, camera_rgb=dng)
+                strips = _streamed_strips(mosaic, run)
+                developed = develop_mosaic(mosaic, model, options, reporter.tile_done, camera_rgb=dng,
+                                           on_rows=strips.rows_ready if strips else None, overlap=run.overlap)
             except Exception as exc:  # noqa: BLE001
                 finish(Outcome(job, "failed", _reason(exc)))
                 continue
@@ -319,7 +324,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                 developed.image, developed.wb_gains, developed.exposure_ev, developed.rendering, mosaic.colour_profile)
             del mosaic, item, entry  # free the pixels (a worker's are mapped memory) before waiting
             write_slot.acquire()
-            encoded.put((job, image, info, t_start, mp))
+            encoded.put((job, image, info, t_start, mp, strips))
             del image
             del developed
     except KeyboardInterrupt:
@@ -332,6 +337,14 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
         encoded.put(None)
         threads[1].join()
     return summary
+
+
+def _streamed_strips(mosaic: Mosaic, run: RunOptions) -> TiffStrips | None:
+    """The TIFF strips to encode while the image develops: an upright TIFF only (a rotated
+    image's first strip is known only once its last tile has run)."""
+    if run.overlap and run.fmt == "tiff" and (mosaic.info.orientation or 1) == 1:
+        return TiffStrips(run.compression)
+    return None
 
 
 def _acquire(slot: threading.Semaphore, stop: threading.Event) -> bool:

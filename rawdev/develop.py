@@ -11,9 +11,10 @@ import numpy as np
 from rawdev.color import LOOKS, Rendering, render_to_int
 from rawdev.noise import NoiseModel, estimate_noise
 from rawdev.normalize import QUAD_MODES, Prepared, parse_wb, prepare
+from rawdev.overlap import InOrder
 from rawdev.raw import Mosaic
 from rawdev.session import ModelSession
-from rawdev.tiling import blend_tiles, plan_tiles
+from rawdev.tiling import Block, blend_tiles, plan_tiles
 
 DEFAULT_TILE = 256  # packed samples (512 output pixels): as fast as 512 whole-file, 38 % less memory (RESULTS.md)
 DEFAULT_OVERLAP = 16
@@ -118,13 +119,20 @@ def develop_mosaic(
     options: DevelopOptions = DevelopOptions(),
     on_tile: Callable[[int, int], None] | None = None,
     camera_rgb: bool = False,
+    on_rows: Callable[[np.ndarray, int], None] | None = None,
+    overlap: bool = True,
 ) -> Developed:
     """Develop one mosaic into an (H, W, 3) integer sRGB image at the mosaic's resolution
     (half of it per axis for binned Quad-Bayer).
 
     ``camera_rgb`` (a linear model only; for DNG output): the image is instead the network's
     linear camera RGB with the white balance undone, uint16, 0 = black and 65535 = the sensor's
-    white; ``Developed.rendering`` still says how rawdev would render it."""
+    white; ``Developed.rendering`` still says how rawdev would render it.
+
+    Finished blocks are rendered in a background thread while the network runs on the next
+    tiles (``overlap=False``: in this thread, between tiles; the pixels are the same).
+    ``on_rows(image, n)`` is called, from that thread, each time rows ``[0, n)`` of the image are
+    final, so that they can be encoded before the last tile has run (:class:`rawdev.output.TiffStrips`)."""
     contract = model.contract
     noise = sensor_noise(mosaic) if contract.noise_input == "sigma-planes" else None
     linear = contract.output_space == "linear"
@@ -157,21 +165,28 @@ def develop_mosaic(
     def infer(tile_in: np.ndarray) -> np.ndarray:
         return model(tile_in)
 
-    for block in blend_tiles(prepared.source, infer, plan, on_tile):
+    def finish(block: Block) -> None:
         # Map the block (canonical, padded coordinates) onto the unpadded output.
         h, w = block.pixels.shape[:2]
         top, bottom = max(block.y0, canon.top), min(block.y0 + h, canon.top + out_h)
         left, right = max(block.x0, canon.left), min(block.x0 + w, canon.left + out_w)
-        if bottom <= top or right <= left:
-            continue
-        pixels = block.pixels[top - block.y0 : bottom - block.y0, left - block.x0 : right - block.x0]
-        target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
-        if camera_rgb:
-            target[...] = np.clip(np.round(pixels * to_camera), 0.0, 65535.0)
-        elif linear:
-            target[...] = render_to_int(pixels, rendering_out, peak)
-        else:
-            target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
+        if bottom > top and right > left:
+            pixels = block.pixels[top - block.y0 : bottom - block.y0, left - block.x0 : right - block.x0]
+            target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
+            if camera_rgb:
+                target[...] = np.clip(np.round(pixels * to_camera), 0.0, 65535.0)
+            elif linear:
+                target[...] = render_to_int(pixels, rendering_out, peak)
+            else:
+                target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
+        if on_rows is not None and block.x0 + w >= canon.left + out_w:  # a tile row's last block
+            on_rows(image, min(max(block.y0 + h - canon.top, 0), out_h))
+
+    with InOrder(threaded=overlap) as finisher:
+        for block in blend_tiles(prepared.source, infer, plan, on_tile):
+            finisher.submit(finish, block)
+    if on_rows is not None:
+        on_rows(image, out_h)
     return Developed(image, ev, prepared.gains, plan.count, plan.tile_shape, noise, rendering if linear else None)
 
 

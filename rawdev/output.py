@@ -46,7 +46,7 @@ import re
 import struct
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -347,33 +347,85 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _write_tiff(fh: BinaryIO, image: np.ndarray, info: CaptureInfo | None, compression: str,
-                level: int | None) -> None:  # fmt: skip
+def _tiff_codec(compression: str, level: int | None) -> dict:
+    """tifffile's compression arguments for one of :data:`TIFF_COMPRESSIONS`."""
     if compression not in TIFF_COMPRESSIONS:
         raise ValueError(f"TIFF compression must be one of {', '.join(TIFF_COMPRESSIONS)}: {compression!r}")
-    kwargs: dict = {}
-    if compression != "none":
-        codec = "zlib" if compression == "deflate" else compression  # tifffile: zlib = Adobe Deflate (8)
-        level = DEFAULT_TIFF_LEVEL.get(compression) if level is None else level
-        kwargs = {
-            "compression": codec,
-            "compressionargs": {"level": level} if level is not None else None,
-            "predictor": True,  # horizontal differencing
-        }
+    if compression == "none":
+        return {}
+    codec = "zlib" if compression == "deflate" else compression  # tifffile: zlib = Adobe Deflate (8)
+    level = DEFAULT_TIFF_LEVEL.get(compression) if level is None else level
+    return {
+        "compression": codec,
+        "compressionargs": {"level": level} if level is not None else None,
+        "predictor": True,  # horizontal differencing
+    }
+
+
+def rows_per_strip(shape: tuple[int, ...], itemsize: int) -> int:
+    """Rows in one TIFF strip: about :data:`STRIP_BYTES` of pixels."""
+    return max(1, min(shape[0], STRIP_BYTES // (shape[1] * 3 * itemsize)))
+
+
+class TiffStrips:
+    """A TIFF's strips encoded while the image is still being made: call :meth:`rows_ready` as
+    rows are finished (top to bottom) and the strips they complete are compressed at once, so
+    that writing the file after the last row is only the last strip and the I/O. The bytes are
+    what tifffile itself would write for the same image (same predictor, codec and level)."""
+
+    def __init__(self, compression: str = "zlib", level: int | None = None):
+        self.codec = _tiff_codec(compression, level)
+        self.compression, self.level = compression, level
+        self.strips: list[bytes] = []
+        self.rows = 0  # rows encoded so far
+        self.shape: tuple[int, ...] | None = None
+
+    def _encode(self, strip: np.ndarray) -> bytes:
+        if not self.codec:
+            return np.ascontiguousarray(strip).tobytes()
+        kind = {"zlib": 8, "zstd": 50000, "lzw": 5}[self.codec["compression"]]  # TIFF Compression tag values
+        data = tifffile.TIFF.PREDICTORS[2](strip, axis=-2)  # horizontal differencing, per sample
+        return tifffile.TIFF.COMPRESSORS[kind](data, **(self.codec["compressionargs"] or {}))
+
+    def rows_ready(self, image: np.ndarray, rows: int) -> None:
+        """Rows ``[0, rows)`` of ``image`` are final: encode every whole strip among them."""
+        if self.shape is None:
+            self.shape, self.per_strip = image.shape, rows_per_strip(image.shape, image.itemsize)
+        elif image.shape != self.shape:
+            raise ValueError(f"strips of a {self.shape} image given a {image.shape} one")
+        while self.rows + self.per_strip <= rows or (rows >= image.shape[0] > self.rows):
+            end = min(self.rows + self.per_strip, image.shape[0])
+            self.strips.append(self._encode(image[self.rows : end]))
+            self.rows = end
+
+    def complete(self, image: np.ndarray) -> bool:
+        """Whether the strips are the whole of ``image`` under the same compression."""
+        return self.shape == image.shape and self.rows == image.shape[0]
+
+
+def _write_tiff(fh: BinaryIO, image: np.ndarray, info: CaptureInfo | None, compression: str,
+                level: int | None, strips: TiffStrips | None = None) -> None:  # fmt: skip
+    kwargs = _tiff_codec(compression, level)
+    data: np.ndarray | Iterator[bytes] = image
+    if strips is not None:
+        if not strips.complete(image) or (strips.compression, strips.level) != (compression, level):
+            raise ValueError("the pre-encoded strips are not the whole image in this compression")
+        data = iter(strips.strips)
     ifd0, exif = _capture_entries(info)
     extratags = [
         (tag, typ, 1, value, True)
         for tag, typ, value in [*ifd0, *exif]
         if tag != 305  # Software goes through tifffile's own argument
     ]
-    row_bytes = image.shape[1] * 3 * image.itemsize
     tifffile.imwrite(
         fh,
-        image,
+        data,
+        shape=image.shape,
+        dtype=image.dtype,
         bigtiff=image.nbytes > 2**32 - 2**25,
         photometric="rgb",
         planarconfig="contig",
-        rowsperstrip=max(1, min(image.shape[0], STRIP_BYTES // row_bytes)),
+        rowsperstrip=rows_per_strip(image.shape, image.itemsize),
         iccprofile=srgb_icc_profile(),
         software=_software(),
         metadata=None,  # no tifffile JSON in ImageDescription
@@ -506,6 +558,7 @@ def write_image(
     fmt: str | None = None,
     compression: str = "zlib",
     level: int | None = None,
+    strips: TiffStrips | None = None,
 ) -> None:
     """Write an upright (H, W, 3) uint8/uint16 sRGB image as TIFF or PNG, atomically.
 
@@ -514,12 +567,13 @@ def write_image(
     horizontal predictor; ``level`` overrides the codec's level (default 1). PNG is always
     deflate; ``compression`` must then be "zlib"/"deflate" ("none" stores level 0).
     Both formats embed :func:`srgb_icc_profile` and the capture metadata of ``info``.
+    ``strips``: the TIFF's strips already encoded (:class:`TiffStrips`), written as they are.
     """
     path = Path(path)
     kind = _format_for(path, fmt)
     image = _check_image(image)
     if kind == "tiff":
-        _atomic_write(path, lambda fh: _write_tiff(fh, image, info, compression, level))
+        _atomic_write(path, lambda fh: _write_tiff(fh, image, info, compression, level, strips))
         return
     if compression not in ("zlib", *COMPRESSIONS["png"]):
         raise ValueError(f"PNG is always deflate-compressed; compression {compression!r} is not possible")

@@ -450,16 +450,61 @@ def test_tiler_memory_does_not_grow_with_the_image(bilinear_session, small, larg
                       black=np.zeros((2, 2)), white=4095.0, cam_to_srgb=np.eye(3))
 
     develop_mosaic(mosaic_of(64, 64), bilinear_session, options)  # warm up: lookup tables built once
-    extra = {}
-    for size in (small, large):
-        mos = mosaic_of(*size)
-        tracemalloc.start()
-        try:
-            image = develop_mosaic(mos, bilinear_session, options).image
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
-        extra[size] = peak - image.nbytes
+    extra = {size: _peak_beyond_image(mosaic_of(*size), bilinear_session, options, overlap=False)
+             for size in (small, large)}
     # measured: +0.9 MB taller (the auto-exposure subsample); a float32 copy of the mosaic adds 7.2 MB
     full_float32_growth = (large[0] * large[1] - small[0] * small[1]) * 4
     assert extra[large] - extra[small] < full_float32_growth / 4, extra
+    # rendering in the background holds at most a couple of finished blocks more, whatever the size
+    block = (2 * options.tile) ** 2 * 3 * 4
+    overlapped = _peak_beyond_image(mosaic_of(*large), bilinear_session, options, overlap=True)
+    assert overlapped - extra[large] < 6 * block, (overlapped, extra[large], block)
+
+
+def _peak_beyond_image(mosaic, session, options, overlap: bool) -> int:
+    tracemalloc.start()
+    try:
+        image = develop_mosaic(mosaic, session, options, overlap=overlap).image
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return peak - image.nbytes
+
+
+@pytest.mark.parametrize("orientation,fmt", [(1, "tiff"), (6, "tiff"), (1, "png")])
+def test_overlapped_rendering_and_encoding_write_the_same_bytes_as_the_serial_path(
+        tmp_path, mean_model, monkeypatch, orientation, fmt):
+    """Blocks rendered in the background and TIFF strips encoded as their rows finish (upright
+    TIFFs) give byte for byte the file of the serial path, over many tiles of a model whose
+    output depends on the whole tile."""
+    src = write_test_dng(tmp_path / "many.dng", random_mosaic(300, 420, seed=5), "RGGB", orientation=orientation)
+    written = {}
+    for overlap in ("0", "1"):
+        monkeypatch.setenv("RAWDEV_OVERLAP", overlap)
+        out = tmp_path / f"out{overlap}"
+        result = develop(src, "-o", out, "--tile", "48", "--overlap", "8", "--format", fmt, model=mean_model)
+        assert result.exit_code == 0, result.output
+        (written[overlap],) = out.iterdir()
+    assert written["0"].read_bytes() == written["1"].read_bytes()
+
+
+def test_a_failure_while_rendering_in_the_background_fails_the_file_not_the_batch(
+        tmp_path, bilinear_model, monkeypatch):
+    import rawdev.develop
+
+    good = write_test_dng(tmp_path / "a_good.dng", random_mosaic(64, 64), "RGGB")
+    write_test_dng(tmp_path / "b_bad.dng", random_mosaic(64, 64, seed=3), "RGGB")
+    real = rawdev.develop.render_to_int
+    calls = {"n": 0}
+
+    def flaky(pixels, rendering, peak):
+        calls["n"] += 1
+        if calls["n"] > 1:  # the first file's one block renders, the next file's fails
+            raise RuntimeError("render broke")
+        return real(pixels, rendering, peak)
+
+    monkeypatch.setattr(rawdev.develop, "render_to_int", flaky)
+    result = develop(tmp_path, "-o", tmp_path / "out", model=bilinear_model)
+    assert result.exit_code == 1, result.output
+    assert "render broke" in result.output
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [good.stem + ".tif"]

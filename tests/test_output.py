@@ -442,3 +442,26 @@ def test_read_jpeg_grey_planar_and_garbage(tmp_path):
     (tmp_path / "x.bin").write_bytes(b"hello world")
     with pytest.raises(ValueError):
         read_image(tmp_path / "x.bin")
+
+
+@pytest.mark.parametrize("compression", ["deflate", "zstd", "lzw", "none"])
+def test_strips_encoded_as_rows_finish_make_the_same_file(tmp_path, compression):
+    """TiffStrips fed rows in uneven steps (as tile rows finish) writes the bytes tifffile writes
+    from the whole image; strips that do not cover the image are refused."""
+    rng = np.random.default_rng(0)
+    image = (rng.random((700, 333, 3)) * 65535).astype(np.uint16)
+    image[:, :100] = 4321
+    whole, streamed = tmp_path / "whole.tif", tmp_path / "streamed.tif"
+    write_image(whole, image, compression=compression)
+    strips = output.TiffStrips(compression)
+    for rows in (0, 37, 37, 300, 301, 699, 700):
+        strips.rows_ready(image, rows)
+    assert len(strips.strips) > 3
+    write_image(streamed, image, compression=compression, strips=strips)
+    assert streamed.read_bytes() == whole.read_bytes()
+
+    partial = output.TiffStrips(compression)
+    partial.rows_ready(image, 350)
+    with pytest.raises(ValueError, match="not the whole image"):
+        write_image(tmp_path / "partial.tif", image, compression=compression, strips=partial)
+    assert not (tmp_path / "partial.tif").exists()
