@@ -3,8 +3,10 @@ rawtherapee-cli and darktable-cli on the same RAW files, plus a 20-file batch.
 
 Every tool runs as its own process, from process start to exit, writing a 16-bit TIFF:
 
-- ``rawdev``: ``rawdev develop FILE -o DIR --overwrite`` (default model csanet-res-c32, tile auto,
-  16-bit TIFF with Adobe Deflate level 1 compression);
+- ``rawdev``: ``rawdev develop FILE -o DIR --overwrite`` (the default model, tile auto, 16-bit
+  TIFF with Adobe Deflate level 1 compression), blocks rendered and TIFF strips encoded while the
+  network runs on; ``rawdev-serial``: the same with ``RAWDEV_OVERLAP=0`` (each block rendered
+  between tiles, the TIFF encoded after the last tile);
 - ``rawpy``: ``python -c`` reading the file with rawpy, ``postprocess(demosaic_algorithm=AHD,
   output_bps=16, use_camera_wb=True)`` and writing the result with ``tifffile.imwrite``
   (uncompressed), i.e. the same interpreter start, decode and encode costs as rawdev;
@@ -67,9 +69,10 @@ from benchmarks._measure import (  # noqa: E402
     write_json,
 )
 from benchmarks.common import REPO, SHARED  # noqa: E402
+from rawdev import DEFAULT_MODEL  # noqa: E402
 
 DEFAULT_FILES = (SHARED / "samples" / "raw" / "imageio_Blackmagic.dng", REPO / "examples" / "chart_bayer.dng")
-TOOLS = ("rawdev", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
+TOOLS = ("rawdev", "rawdev-serial", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
 BINARIES = {"dcraw": "dcraw", "dcraw_emu": "dcraw_emu", "rawtherapee": "rawtherapee-cli", "darktable": "darktable-cli"}
 PACKAGES = {"dcraw": "dcraw", "dcraw_emu": "libraw-bin", "rawtherapee": "rawtherapee", "darktable": "darktable"}
 
@@ -91,10 +94,12 @@ class Tool:
     def command(self, src: Path, out_dir: Path, args) -> tuple[list[str], Path]:
         """(command, expected output file) for one input; ``out_dir`` is this tool's folder."""
         stem = src.stem
-        if self.name == "rawdev":
+        if self.name in ("rawdev", "rawdev-serial"):
             cmd = [*rawdev_command(), "develop", str(src), "-o", str(out_dir), "--overwrite", "--model", args.model]
             if args.tile:
                 cmd += ["--tile", str(args.tile)]
+            if self.name == "rawdev-serial":  # rendering and encoding after the network, not beside it
+                cmd = ["env", "RAWDEV_OVERLAP=0", *cmd]
             return cmd, out_dir / f"{stem}.tif"
         if self.name == "rawpy":
             out = out_dir / f"{stem}.tif"
@@ -128,6 +133,11 @@ def find_tools(names: list[str], args) -> tuple[list[Tool], dict[str, str]]:
             tools.append(Tool(name, f"rawdev develop --model {args.model}"
                                     f"{' --tile ' + str(args.tile) if args.tile else ''} (16-bit TIFF, deflate)",
                               metadata.version("rawdev")))
+        elif name == "rawdev-serial":
+            from importlib import metadata
+
+            tools.append(Tool(name, "the same with RAWDEV_OVERLAP=0: each block rendered between tiles, the TIFF "
+                                    "encoded after the last tile", metadata.version("rawdev")))
         elif name == "rawpy":
             tools.append(Tool(name, "rawpy imread + postprocess(AHD, output_bps=16, use_camera_wb) + "
                                     "tifffile.imwrite (uncompressed), in a python subprocess",
@@ -251,7 +261,7 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
     """read_mosaic, develop_mosaic (and its session calls alone) and write_image, in this process."""
     from rawdev.develop import DevelopOptions, develop_mosaic
     from rawdev.model import resolve_model
-    from rawdev.output import apply_orientation, write_image
+    from rawdev.output import TiffStrips, apply_orientation, write_image
     from rawdev.raw import read_mosaic
     from rawdev.session import open_session
 
@@ -270,7 +280,8 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
 
     session.session = Timed()
     stages: dict[str, list[float]] = {"read_mosaic": [], "develop_mosaic": [], "inference": [],
-                                      "develop_other": [], "write_image": [], "sum": []}
+                                      "develop_other": [], "write_image": [], "sum": [],
+                                      "overlapped_develop_write": [], "overlapped_last_write": []}
     tiles = None
     with tempfile.TemporaryDirectory(prefix="rawdev-speed-") as tmp:
         target = Path(tmp) / "out.tif"
@@ -282,14 +293,23 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
                 mosaic = read_mosaic(path)
                 t1 = time.perf_counter()
                 calls.clear()
-                developed = develop_mosaic(mosaic, session, options)
+                developed = develop_mosaic(mosaic, session, options, overlap=False)
                 t2 = time.perf_counter()
                 write_image(target, apply_orientation(developed.image, mosaic.info.orientation or 1), mosaic.info,
                             fmt="tiff")
                 t3 = time.perf_counter()
-                return t0, t1, t2, t3, sum(calls), developed
+                infer = sum(calls)
+                # The same with rendering and strip encoding beside the network (what develop does).
+                strips = TiffStrips("deflate") if (mosaic.info.orientation or 1) == 1 else None
+                t4 = time.perf_counter()
+                overlapped = develop_mosaic(mosaic, session, options, on_rows=strips.rows_ready if strips else None)
+                t5 = time.perf_counter()
+                write_image(target, apply_orientation(overlapped.image, mosaic.info.orientation or 1), mosaic.info,
+                            fmt="tiff", compression="deflate", strips=strips)
+                t6 = time.perf_counter()
+                return t0, t1, t2, t3, infer, developed, t6 - t4, t6 - t5
 
-            _, foreign, attempts, (t0, t1, t2, t3, infer, developed) = timed_clean(
+            _, foreign, attempts, (t0, t1, t2, t3, infer, developed, both, last) = timed_clean(
                 once, tries(pauser), before=lambda r=r: pauser.ensure(15.0, label=f"stages {r + 1}"))
             disturbed += attempts == 3 and foreign > 0.1
             tiles = (developed.tiles, list(developed.tile_shape))
@@ -299,6 +319,8 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
             stages["develop_other"].append(t2 - t1 - infer)
             stages["write_image"].append(t3 - t2)
             stages["sum"].append(t3 - t0)
+            stages["overlapped_develop_write"].append(both)
+            stages["overlapped_last_write"].append(last)
         pauser.resume()
     say("in-process stages (median s): " + ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in stages.items()))
     return {"stages_s": {k: summary(v) for k, v in stages.items()}, "tiles": tiles[0], "tile_shape": tiles[1],
@@ -405,6 +427,12 @@ def markdown(report: dict) -> str:
                      f"(of which onnxruntime inference {s['inference']['median']:.2f} s, tiling/blending/rendering "
                      f"{s['develop_other']['median']:.2f} s), write_image {s['write_image']['median']:.2f} s; "
                      f"sum {s['sum']['median']:.2f} s.")
+        if "overlapped_develop_write" in s:
+            both, last = s["overlapped_develop_write"]["median"], s["overlapped_last_write"]["median"]
+            serial = s["develop_mosaic"]["median"] + s["write_image"]["median"]
+            lines.append(f"With rendering and strip encoding beside the network (what develop does): develop + "
+                         f"write {both:.2f} s against {serial:.2f} s serial ({both / serial:.2f}x), of which "
+                         f"{last:.2f} s after the last tile (the last strips and the file's I/O).")
         lines.append("")
     if batch and batch.get("ok"):
         per = batch["per_file_s"]["median"]
@@ -458,7 +486,7 @@ def parse_args(argv):
                    help="RAW files (default: the shared Blackmagic DNG and examples/chart_bayer.dng)")
     p.add_argument("--tools", nargs="+", choices=TOOLS, default=list(TOOLS))
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--model", default="csanet-res-c32")
+    p.add_argument("--model", default=DEFAULT_MODEL)
     p.add_argument("--tile", type=int, default=None, help="rawdev --tile (default: auto)")
     p.add_argument("--batch", type=int, default=20, help="copies in the batch run (0: no batch part)")
     p.add_argument("--batch-repeats", type=int, default=3)
