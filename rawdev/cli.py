@@ -55,6 +55,7 @@ def develop(
     model: opts.Model = DEFAULT_MODEL,
     device: opts.Device = "auto",
     threads: opts.Threads = 0,
+    jobs: opts.Jobs = "auto",
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff, png, or dng (linear camera RGB for a raw "
                             "editor: {stem}.rawdev.dng)."),
     bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
@@ -84,7 +85,7 @@ def develop(
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
     from rawdev.model import ContractError, resolve_model
-    from rawdev.session import DeviceUnavailable, open_session
+    from rawdev.session import DeviceUnavailable, open_session, runs_on_cpu
 
     err = _console(stderr=True)
     from rawdev.output import COMPRESSIONS
@@ -103,6 +104,9 @@ def develop(
         options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits, denoise)
         cfa_override = opts.cfa_option(cfa)
         opts.check_values(threads, black, white)
+        from rawdev.workers import parse_jobs
+
+        jobs = parse_jobs(jobs)
         model_path = resolve_model(model)  # a shipped model is checked against its sha256 here
     except (ValueError, CFAError) as exc:  # ContractError is a ValueError
         raise usage_error(str(exc)) from None
@@ -121,35 +125,48 @@ def develop(
             raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
         if not _writable(output):
             raise usage_error(f"output folder {output} is not writable; choose another -o")
-    jobs = plan_jobs(files, output, fmt, recursive)
+    planned = plan_jobs(files, output, fmt, recursive)
     from rawdev.distributed import ClusterUnavailable, RayPool
 
     pool = None
+    workers, threads_each = 1, threads
     try:
         if ray is None:
-            session = open_session(model_path, device, threads, spinning=len(jobs) <= 1)
+            from rawdev.workers import batch_layout
+
+            workers, threads_each = batch_layout(jobs, threads, len(planned), runs_on_cpu(device), _largest(planned))
+            session = open_session(model_path, device, threads_each if workers > 1 else threads,
+                                   spinning=len(planned) <= 1)
             opts.check_contract(options, session.contract, session.path, fmt)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract
 
             opts.check_contract(options, read_contract(model_path), model_path, fmt)
-            pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
+            pool = RayPool.start(ray, model_path, device, threads, files=len(planned))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
-    err.print(opts.session_line(session) if pool is None else pool.describe())
+    line = opts.session_line(session) if pool is None else pool.describe()
+    if workers > 1:
+        line += f" in {workers} worker processes x {threads_each} thread(s)"
+    err.print(line)
     where = output if output is not None else "beside each input"
-    err.print(f"developing {len(jobs)} file(s) -> {where}")
+    err.print(f"developing {len(planned)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, compression=compression, cfa_override=cfa_override,
                      black=black, white=white, decode_timeout=decode_timeout)
     from rawdev.progress import make_reporter
 
     reporter = make_reporter(err)
     with reporter:
-        if pool is None:
-            summary = run_batch(jobs, session, options, run, reporter)
+        if workers > 1:
+            from rawdev.workers import run_parallel
+
+            del session  # each worker opens its own
+            summary = run_parallel(planned, model_path, device, options, run, reporter, workers, threads_each)
+        elif pool is None:
+            summary = run_batch(planned, session, options, run, reporter)
         else:
             with pool:
-                summary = pool.run(jobs, options, run, reporter)
+                summary = pool.run(planned, options, run, reporter)
     reporter.print_summary(summary)
     raise typer.Exit(summary.exit_code)
 
@@ -239,6 +256,12 @@ def train(
         correction_lowpass=correction_lowpass,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
+
+
+def _largest(jobs) -> int:
+    """Bytes of the largest input that exists (a missing one fails as its own job)."""
+    sizes = [j.source.stat().st_size for j in jobs if j.source.is_file()]
+    return max(sizes, default=0)
 
 
 def _writable(folder: Path) -> bool:

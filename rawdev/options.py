@@ -14,7 +14,10 @@ if TYPE_CHECKING:  # the heavy modules load when a command runs, so that --versi
 
 Model = Annotated[str, typer.Option("--model", "-m", help="Registry name or path to an .onnx model.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, cuda or nnapi.")]
-Threads = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores).")]
+Threads = Annotated[int, typer.Option(help="onnxruntime intra-op threads (0 = all cores; with several "
+                                            "--jobs, the cores shared out).")]
+Jobs = Annotated[str, typer.Option(help="Worker processes for a batch, each with its own session: auto (one "
+                                        "single-threaded worker per core for several files on the CPU) or N.")]
 WhiteBalance = Annotated[str, typer.Option("--wb", help="White balance: camera, daylight, none or R,G,B multipliers.")]
 Exposure = Annotated[str, typer.Option(help="auto (LibRaw-like brightening) or exposure in EV.")]
 Look = Annotated[str, typer.Option(help="default (tone curve) or neutral (matrix and sRGB transfer only).")]

@@ -53,6 +53,12 @@ def provider_list(device: str, available: list[str]) -> list[str | tuple[str, di
     return [wanted]
 
 
+def runs_on_cpu(device: str) -> bool:
+    """Whether ``device`` comes down to onnxruntime's CPU provider on this machine."""
+    first = provider_list(device, available_providers())[0]
+    return (first[0] if isinstance(first, tuple) else first) == PROVIDER_OF["cpu"]
+
+
 @dataclass
 class ModelSession:
     """A loaded model: the onnxruntime session, its contract and the providers really applied."""
