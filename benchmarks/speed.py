@@ -336,7 +336,8 @@ def measure_batch(path: Path, work: Path, args, pauser, say) -> dict:
     cmd = [*rawdev_command(), "develop", str(folder), "-o", str(out_dir), "--overwrite", "--model", args.model]
     if args.tile:
         cmd += ["--tile", str(args.tile)]
-    runs, singles = [], []
+    one_process = [*cmd, "--jobs", "1"]  # the other layout: one session with every core's thread
+    runs, singles, ones = [], [], []
     single_cmd = [*rawdev_command(), "develop", str(folder / f"{path.stem}_00{path.suffix}"), "-o",
                   str(work / "single_out"), "--overwrite", "--model", args.model]
     if args.tile:
@@ -346,25 +347,33 @@ def measure_batch(path: Path, work: Path, args, pauser, say) -> dict:
         # The single-file run goes in the same stretch as the batch: the same conditions.
         pauser.ensure(expected or 0.0, label=f"batch {r + 1}")
         single = run_clean(single_cmd, tries(pauser), timeout=args.timeout, before=lambda: pauser.ensure(10.0))
-        run = run_clean(cmd, tries(pauser, 2), timeout=args.timeout * args.batch,
-                        before=lambda e=expected: pauser.ensure(e or 0.0))
+        layouts = [(cmd, runs), (one_process, ones)]
+        for command, into in layouts if r % 2 == 0 else layouts[::-1]:
+            run = run_clean(command, tries(pauser, 2), timeout=args.timeout * args.batch,
+                            before=lambda e=expected: pauser.ensure(e or 0.0))
+            produced = len(list(out_dir.glob("*.tif")))
+            if not run.ok or produced != args.batch:
+                pauser.resume()
+                return {"ok": False, "reason": f"{failure_reason(run)}; {produced} of {args.batch} outputs"}
+            into.append(run)
+            shutil.rmtree(out_dir)
         pauser.resume()
-        produced = len(list(out_dir.glob("*.tif")))
-        if not run.ok or produced != args.batch:
-            return {"ok": False, "reason": f"{failure_reason(run)}; {produced} of {args.batch} outputs"}
-        runs.append(run)
         singles.append(single)
-        expected = run.wall_s + single.wall_s
-        say(f"batch {r + 1}/{args.batch_repeats}: {run.wall_s:.1f} s for {args.batch} files "
-            f"({run.wall_s / args.batch:.2f} s/file, single file {single.wall_s:.2f} s), "
-            f"peak {run.peak_mb:.0f} MB")
-        shutil.rmtree(out_dir)
+        expected = runs[-1].wall_s + ones[-1].wall_s + single.wall_s
+        say(f"batch {r + 1}/{args.batch_repeats}: {runs[-1].wall_s:.1f} s for {args.batch} files "
+            f"({runs[-1].wall_s / args.batch:.2f} s/file; --jobs 1: {ones[-1].wall_s / args.batch:.2f} s/file; "
+            f"single file {single.wall_s:.2f} s), peak {runs[-1].peak_mb:.0f} MB")
     shutil.rmtree(folder)
     dicts, dropped = clean_runs([r.to_dict() for r in runs])
     kept = [r for r in runs if r.to_dict() in dicts]
     singles_kept, _ = clean_runs([s.to_dict() for s in singles])
     wall = summary([r.wall_s for r in kept])
+    ones_kept, _ = clean_runs([r.to_dict() for r in ones])
     return {
+        "one_process_per_file_s": summary([r["wall_s"] / args.batch for r in ones_kept]),
+        "one_process_peak_rss_mb": summary([r.peak_mb for r in ones], 1),
+        "layout_ratio": paired_ratio([{"round": i, "wall_s": o.wall_s} for i, o in enumerate(ones)],
+                                     [{"round": i, "wall_s": r.wall_s} for i, r in enumerate(runs)]),
         "ok": True,
         "files": args.batch,
         "command": " ".join(cmd[len(rawdev_command()):]),
@@ -441,6 +450,10 @@ def markdown(report: dict) -> str:
         lines.append("|---|---:|---:|")
         lines.append(f"| batch of {batch['files']} in one `rawdev develop` (wall / {batch['files']}, median of "
                      f"{batch['wall_s']['n']}) | {per:.2f} | 1.00 |")
+        if "one_process_per_file_s" in batch:
+            one = batch["one_process_per_file_s"]["median"]
+            lines.append(f"| the same batch with `--jobs 1` (one process, one session with every core's thread; "
+                         f"peak {batch['one_process_peak_rss_mb']['median']:.0f} MB) | {one:.2f} | {one / per:.2f} |")
         lines.append(f"| single-file `rawdev develop` (same stretches) | {single:.2f} | {single / per:.2f} |")
         if stages:
             s = stages["stages_s"]
