@@ -504,7 +504,7 @@ def test_a_failure_while_rendering_in_the_background_fails_the_file_not_the_batc
         return real(pixels, rendering, peak)
 
     monkeypatch.setattr(rawdev.develop, "render_to_int", flaky)
-    result = develop(tmp_path, "-o", tmp_path / "out", model=bilinear_model)
+    result = develop(tmp_path, "-o", tmp_path / "out", "--jobs", "1", model=bilinear_model)  # patched here only
     assert result.exit_code == 1, result.output
     assert "render broke" in result.output
     assert [p.name for p in (tmp_path / "out").iterdir()] == [good.stem + ".tif"]
