@@ -21,14 +21,72 @@ PROVIDER_OF = {
 }
 
 
+# The two builds of onnxruntime install the same `onnxruntime` module, so they must never be installed
+# together; rawdev depends on neither and its extras name one (pyproject.toml).
+BUILDS = {"onnxruntime": "cpu", "onnxruntime-gpu": "gpu"}
+INSTALL_CPU = "pip install 'rawdev[cpu]'"
+INSTALL_GPU = "pip install 'rawdev[gpu]'"
+BOTH_INSTALLED = ("onnxruntime and onnxruntime-gpu are both installed here and overwrite each other's files: "
+                  f"pip uninstall -y onnxruntime onnxruntime-gpu, then {INSTALL_GPU} (or {INSTALL_CPU})")
+
+
 class DeviceUnavailable(RuntimeError):
     """The requested execution provider is not available or was not applied."""
 
 
-def available_providers() -> list[str]:
-    import onnxruntime as ort
+class RuntimeMissing(DeviceUnavailable):
+    """onnxruntime cannot be imported: neither build is installed, or the one installed is broken."""
 
-    return list(ort.get_available_providers())
+
+def import_onnxruntime():
+    """The onnxruntime module; without it, RuntimeMissing with one line saying which extra to install."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise RuntimeMissing(_missing_message(exc)) from None
+    return ort
+
+
+def _missing_message(exc: ImportError) -> str:
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "onnxruntime":
+        return f"onnxruntime is not installed: {INSTALL_CPU} (or, for CUDA, {INSTALL_GPU} instead)"
+    if len(installed_builds()) > 1:
+        return BOTH_INSTALLED
+    reason = " ".join(str(exc).split())[:160]
+    return (f"onnxruntime cannot be imported ({reason}): reinstall one build, "
+            f"pip uninstall -y onnxruntime onnxruntime-gpu, then {INSTALL_CPU} (or {INSTALL_GPU})")
+
+
+def installed_builds() -> list[str]:
+    """The distributions (onnxruntime, onnxruntime-gpu) that installed the `onnxruntime` module Python
+    imports from here. Two mean they overwrite each other. A build in another folder of the path that
+    this one shadows (a --target install in front of the system's) does not count."""
+    import importlib.util
+    from importlib import metadata
+
+    try:
+        spec = importlib.util.find_spec("onnxruntime")
+    except (ImportError, ValueError):  # ValueError: a None in sys.modules (tests)
+        spec = None
+    here = Path(spec.origin).resolve() if spec is not None and spec.origin else None
+    found = []
+    for name in BUILDS:
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if here is None or Path(dist.locate_file("onnxruntime/__init__.py")).resolve() == here:
+            found.append(name)
+    return found
+
+
+def available_providers() -> list[str]:
+    return list(import_onnxruntime().get_available_providers())
+
+
+def check_device(device: str) -> None:
+    """Refuse, before any work, a device that this onnxruntime cannot give (or a missing onnxruntime)."""
+    provider_list(device, available_providers())
 
 
 def provider_list(device: str, available: list[str]) -> list[str | tuple[str, dict]]:
@@ -41,9 +99,16 @@ def provider_list(device: str, available: list[str]) -> list[str | tuple[str, di
         chosen = device
     wanted = PROVIDER_OF[chosen]
     if wanted not in available:
+        if chosen != "cuda":
+            advice = "use --device cpu"
+        elif len(installed_builds()) > 1:
+            advice = BOTH_INSTALLED
+        else:
+            advice = f"for CUDA, {INSTALL_GPU} in a fresh venv (onnxruntime-gpu, never beside onnxruntime), " \
+                     "or use --device cpu"
         raise DeviceUnavailable(
             f"device {device!r} needs {wanted}, which this onnxruntime build does not have "
-            f"(available: {', '.join(available)}); install onnxruntime-gpu for CUDA or use --device cpu"
+            f"(available: {', '.join(available)}); {advice}"
         )
     if chosen == "cuda":
         options = {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
@@ -78,7 +143,7 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     ``spinning=False`` lets onnxruntime's idle threads sleep instead of spin between runs: in a
     batch, decoding and encoding threads then get the cores between tiles (on 2 cores a batch of
     9 MP files ran 12 % faster a file; a lone file's inference about 3 % slower)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     providers = provider_list(device, available_providers())
     options = ort.SessionOptions()
@@ -95,10 +160,9 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     applied = session.get_providers()
     primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     if primary not in applied:
-        raise DeviceUnavailable(
-            f"{primary} was requested but onnxruntime applied only {', '.join(applied)} "
-            "(check the CUDA/cuDNN libraries, or use --device cpu)"
-        )
+        both = len(installed_builds()) > 1
+        advice = BOTH_INSTALLED if both else "check the CUDA/cuDNN libraries, or use --device cpu"
+        raise DeviceUnavailable(f"{primary} was requested but onnxruntime applied only {', '.join(applied)} ({advice})")
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise DeviceUnavailable(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")

@@ -1,0 +1,168 @@
+"""onnxruntime comes in two builds, onnxruntime (CPU) and onnxruntime-gpu (CUDA), that install the same
+`onnxruntime` module and break each other when installed together. What a user sees without
+onnxruntime, without CUDA and with both builds. No GPU is needed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import random_mosaic, write_test_dng
+from typer.testing import CliRunner
+
+from rawdev.cli import app
+from rawdev.session import BUILDS, installed_builds
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "examples" / "chart_bayer.dng"
+
+
+def _python(code: str, *args: str, path: list[Path] = (), timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python -c code args`` in a fresh process, with ``path`` and then this checkout first on sys.path."""
+    parts = [*map(str, path), str(ROOT), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in parts if p), COLUMNS="200")
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=ROOT)
+
+
+# --- --device cuda where CUDA is not available ---------------------------------------------------
+
+
+@pytest.fixture
+def cpu_build(monkeypatch):
+    """What the CPU build of onnxruntime offers, whatever is installed here."""
+    import rawdev.session
+
+    monkeypatch.setattr(rawdev.session, "available_providers", lambda: ["AzureExecutionProvider",
+                                                                        "CPUExecutionProvider"])
+
+
+@pytest.fixture
+def dng(tmp_path) -> Path:
+    (tmp_path / "in").mkdir()
+    return write_test_dng(tmp_path / "in" / "x.dng", random_mosaic(32, 48), "RGGB")
+
+
+def test_cuda_without_cuda_is_refused_in_one_line_naming_the_gpu_extra_before_anything_is_written(
+        cpu_build, dng, tmp_path, bilinear_model):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(out), "--device", "cuda",
+                                      "--model", str(bilinear_model)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: device 'cuda' needs CUDAExecutionProvider, which this onnxruntime build does not")
+    assert "pip install 'rawdev[gpu]'" in line and "--device cpu" in line
+    assert not out.exists()  # not even the output folder
+
+
+def test_compare_refuses_cuda_without_cuda_the_same_way(cpu_build, dng, bilinear_model):
+    result = CliRunner().invoke(app, ["compare", str(dng), str(ROOT / "examples" / "chart_reference.png"),
+                                      "--device", "cuda", "--model", str(bilinear_model)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "CUDAExecutionProvider" in line and "pip install 'rawdev[gpu]'" in line
+
+
+def test_auto_takes_the_cpu_where_the_cpu_build_is_installed(cpu_build, dng, tmp_path, bilinear_model):
+    result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(tmp_path / "out"), "--model", str(bilinear_model)])
+    assert result.exit_code == 0, result.output
+    assert "on CPUExecutionProvider" in result.output and "not usable" not in result.output
+
+
+# --- without onnxruntime -------------------------------------------------------------------------
+
+NO_ORT = "import sys\nsys.modules['onnxruntime'] = None  # import onnxruntime -> ModuleNotFoundError\n"
+
+
+def test_without_onnxruntime_develop_says_which_extra_to_install_in_one_line(tmp_path):
+    out = tmp_path / "out"
+    run = _python(NO_ORT + "from rawdev.cli import app\napp(sys.argv[1:], prog_name='rawdev')\n",
+                  "develop", str(CHART), "-o", str(out))
+    assert run.returncode == 2, run.stderr
+    assert run.stdout == "" and "Traceback" not in run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line == ("error: onnxruntime is not installed: pip install 'rawdev[cpu]' "
+                    "(or, for CUDA, pip install 'rawdev[gpu]' instead)")
+    assert not out.exists()
+
+
+def test_without_onnxruntime_each_command_that_runs_a_model_fails_in_one_line_and_info_says_so(tmp_path):
+    commands = {
+        "compare": ["compare", str(CHART), str(ROOT / "examples" / "chart_reference.png")],
+        "convert-weights": ["convert-weights", str(tmp_path / "no-run"), "-o", str(tmp_path / "m.onnx")],
+        "ray": ["develop", str(CHART), "-o", str(tmp_path / "ray"), "--ray", "auto"],
+        "info": ["info"],
+        "models": ["models", "list"],  # reads the contracts with onnx: no onnxruntime needed
+    }
+    code = NO_ORT + ("import json\nfrom typer.testing import CliRunner\nfrom rawdev.cli import app\n"
+                     f"commands = {commands!r}\n"
+                     "results = {k: CliRunner().invoke(app, v) for k, v in commands.items()}\n"
+                     "print(json.dumps({k: [r.exit_code, r.output, repr(r.exception)] for k, r in results.items()}))\n")
+    run = _python(code)
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    for name in ("compare", "convert-weights", "ray"):
+        exit_code, output, _ = got[name]
+        assert exit_code == 2, (name, output)
+        (line,) = output.strip().splitlines()
+        assert line.startswith("error: onnxruntime is not installed: pip install 'rawdev[cpu]'"), (name, line)
+    assert got["info"][0] == 0, got["info"]
+    assert "missing: onnxruntime is not installed: pip install 'rawdev[cpu]'" in " ".join(got["info"][1].split())
+    assert got["models"][0] == 0 and "csanet" in got["models"][1], got["models"]
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "ray").exists()
+
+
+# --- both builds installed -----------------------------------------------------------------------
+
+
+def _fake_build(site: Path, dist: str) -> None:
+    """A distribution ``dist`` that installed an `onnxruntime` module into ``site`` (which fails to import)."""
+    (site / "onnxruntime").mkdir(parents=True, exist_ok=True)
+    (site / "onnxruntime" / "__init__.py").write_text("raise ImportError('half of it was uninstalled')\n")
+    info = site / f"{dist.replace('-', '_')}-1.31.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.31.1\n")
+    (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+
+
+PROBE = ("import json\nfrom rawdev.session import DeviceUnavailable, import_onnxruntime, installed_builds, "
+         "provider_list\nout = {'builds': installed_builds()}\n"
+         "for key, call in (('cuda', lambda: provider_list('cuda', ['CPUExecutionProvider'])), "
+         "('import', import_onnxruntime)):\n"
+         "    try:\n        call()\n    except DeviceUnavailable as exc:\n        out[key] = str(exc)\n"
+         "print(json.dumps(out))\n")
+
+
+def test_both_builds_in_one_folder_are_named_with_the_way_out(tmp_path):
+    site = tmp_path / "site"
+    _fake_build(site, "onnxruntime")
+    _fake_build(site, "onnxruntime-gpu")
+    run = _python(PROBE, path=[site])
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["builds"] == ["onnxruntime", "onnxruntime-gpu"]
+    way_out = "pip uninstall -y onnxruntime onnxruntime-gpu, then pip install 'rawdev[gpu]'"
+    assert way_out in got["cuda"] and way_out in got["import"]
+    assert "\n" not in got["cuda"] + got["import"]
+
+
+def test_a_build_shadowed_by_another_folder_is_not_a_conflict(tmp_path):
+    """onnxruntime-gpu installed with --target in front of a system's onnxruntime: Python imports the
+    first, and only that one counts (the broken module is then reported as broken, not as two builds)."""
+    front, back = tmp_path / "front", tmp_path / "back"
+    _fake_build(front, "onnxruntime-gpu")
+    _fake_build(back, "onnxruntime")
+    run = _python(PROBE, path=[front, back])
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    assert got["builds"] == ["onnxruntime-gpu"]
+    assert got["import"].startswith("onnxruntime cannot be imported (half of it was uninstalled): reinstall one")
+    assert "pip install 'rawdev[gpu]' in a fresh venv" in got["cuda"]
+
+
+def test_this_environment_has_exactly_one_build():
+    assert len(installed_builds()) == 1 and installed_builds()[0] in BUILDS
