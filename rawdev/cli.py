@@ -143,7 +143,9 @@ def develop(
             pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
-    err.print(opts.session_line(session) if pool is None else pool.describe())
+    from rich.markup import escape
+
+    err.print(escape(opts.session_line(session) if pool is None else pool.describe()))
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(jobs)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, compression=compression, cfa_override=cfa_override,

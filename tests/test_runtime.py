@@ -1,6 +1,6 @@
 """onnxruntime comes in two builds, onnxruntime (CPU) and onnxruntime-gpu (CUDA), that install the same
 `onnxruntime` module and break each other when installed together. What a user sees without
-onnxruntime, without CUDA and with both builds. No GPU is needed."""
+onnxruntime, without CUDA (in either build) and with both builds. No GPU is needed."""
 
 from __future__ import annotations
 
@@ -71,6 +71,64 @@ def test_auto_takes_the_cpu_where_the_cpu_build_is_installed(cpu_build, dng, tmp
     result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(tmp_path / "out"), "--model", str(bilinear_model)])
     assert result.exit_code == 0, result.output
     assert "on CPUExecutionProvider" in result.output and "not usable" not in result.output
+
+
+class _CpuOnlySession:
+    """An onnxruntime session that was asked for CUDA and applied only the CPU (onnxruntime-gpu without
+    the CUDA libraries does that, after printing why on its native stderr)."""
+
+    def __init__(self, real):
+        self._real = real
+
+    def get_providers(self):
+        return ["CPUExecutionProvider"]
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+@pytest.fixture
+def gpu_build_without_cuda(monkeypatch):
+    import rawdev.session
+
+    real = rawdev.session._inference_session
+
+    def fake(path, options, providers):
+        session = real(path, options, ["CPUExecutionProvider"])
+        first = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+        if first != "CUDAExecutionProvider":
+            return session
+        os.write(2, b"\x1b[1;31m2026-12-01 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 operator()] Failed to "
+                    b"load library libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open "
+                    b"shared object file: No such file or directory\n\x1b[m\n[W:onnxruntime:Default, x.cc:1] Failed "
+                    b"to create CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*. Please install all\n")
+        return _CpuOnlySession(session)
+
+    monkeypatch.setattr(rawdev.session, "available_providers", lambda: ["CUDAExecutionProvider",
+                                                                        "CPUExecutionProvider"])
+    monkeypatch.setattr(rawdev.session, "_inference_session", fake)
+
+
+def test_cuda_that_onnxruntime_gpu_cannot_load_is_refused_with_its_reason(gpu_build_without_cuda, dng, tmp_path,
+                                                                          bilinear_model, capfd):
+    result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(tmp_path / "out"), "--device", "cuda",
+                                      "--model", str(bilinear_model)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "CUDAExecutionProvider was requested but onnxruntime could not use it" in line
+    assert "libcublasLt.so.13: cannot open shared object file" in line and "cuDNN 9.* and CUDA 13.*" in line
+    assert "provider_bridge" not in capfd.readouterr().err  # onnxruntime's own report was folded into the line
+    assert list((tmp_path / "out").glob("*")) == []
+
+
+def test_auto_falls_back_to_the_cpu_where_cuda_cannot_be_loaded_and_says_why(gpu_build_without_cuda, dng,
+                                                                            tmp_path, bilinear_model):
+    result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(tmp_path / "out"),
+                                      "--model", str(bilinear_model)])
+    assert result.exit_code == 0, result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("model ")]
+    assert "on CPUExecutionProvider (CUDA not usable here: libcublasLt.so.13" in line
+    assert (tmp_path / "out" / "x.tif").is_file()
 
 
 # --- without onnxruntime -------------------------------------------------------------------------
