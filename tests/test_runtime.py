@@ -1,6 +1,7 @@
 """onnxruntime comes in two builds, onnxruntime (CPU) and onnxruntime-gpu (CUDA), that install the same
-`onnxruntime` module and break each other when installed together. What a user sees without
-onnxruntime, without CUDA (in either build) and with both builds. No GPU is needed."""
+`onnxruntime` module and break each other when installed together. rawdev depends on neither; its
+extras name one. What a user sees without onnxruntime, without CUDA and with both builds; and the
+packaging rule, read from pyproject.toml. No GPU is needed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 from conftest import random_mosaic, write_test_dng
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from rawdev.cli import app
@@ -224,3 +228,85 @@ def test_a_build_shadowed_by_another_folder_is_not_a_conflict(tmp_path):
 
 def test_this_environment_has_exactly_one_build():
     assert len(installed_builds()) == 1 and installed_builds()[0] in BUILDS
+
+
+# --- packaging: no install set resolves both builds ----------------------------------------------
+
+
+def _pyproject() -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def _asks_for(extras: set[str], project: dict) -> set[str]:
+    """Distribution names that ``pip install '.[extras]'`` asks for directly: the base dependencies and
+    each extra's, following the extras' references to rawdev's own extras."""
+    optional = project["optional-dependencies"]
+    names, todo, seen = set(), set(extras), set()
+    for spec in project["dependencies"]:
+        names.add(canonicalize_name(Requirement(spec).name))
+    while todo:
+        extra = todo.pop()
+        seen.add(extra)
+        for spec in optional[extra]:
+            req = Requirement(spec)
+            if canonicalize_name(req.name) == "rawdev":
+                todo |= set(req.extras) - seen
+            else:
+                names.add(canonicalize_name(req.name))
+    return names
+
+
+def test_no_extra_asks_for_both_builds_and_the_base_for_neither():
+    project = _pyproject()["project"]
+    builds = set(BUILDS)
+    assert not _asks_for(set(), project) & builds  # an extra can only add to the base: neither is there
+    for extra in project["optional-dependencies"]:
+        assert len(_asks_for({extra}, project) & builds) <= 1, extra
+    assert _asks_for({"cpu"}, project) & builds == {"onnxruntime"}
+    assert _asks_for({"gpu"}, project) & builds == {"onnxruntime-gpu"}
+    assert _asks_for({"test"}, project) & builds == {"onnxruntime"}  # the README's test command has a runtime
+    assert not _asks_for({"test-tools"}, project) & builds  # so '.[gpu,test-tools]' has one build
+    for extra in ("train", "ray", "bench", "peers"):
+        assert not _asks_for({extra}, project) & builds, extra
+
+
+def _installed_requirements(name: str, extras: frozenset[str]) -> list[Requirement] | None:
+    try:
+        dist = metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return None
+    out = []
+    for spec in dist.requires or []:
+        req = Requirement(spec)
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in (extras or {""})):
+            out.append(req)
+    return out
+
+
+def test_nothing_installed_that_rawdev_needs_beside_its_runtime_depends_on_onnxruntime():
+    """The extras' own choice would be undone by a dependency that pulls in onnxruntime (the gpu extra
+    would then install both): walk the installed dependency tree of everything rawdev asks for except
+    the runtime extras, as pip would install it here."""
+    project = _pyproject()["project"]
+    extras = set(project["optional-dependencies"]) - {"cpu", "gpu", "test"}
+    todo = [(n, frozenset()) for n in sorted(_asks_for(extras, project))]
+    seen, walked, missing = set(), 0, []
+    while todo:
+        name, wanted = todo.pop()
+        if (name, wanted) in seen:
+            continue
+        seen.add((name, wanted))
+        requirements = _installed_requirements(name, wanted)
+        if requirements is None:
+            missing.append(name)  # not installed here (benchmarks/README.md's peers): not walked
+            continue
+        walked += 1
+        for req in requirements:
+            child = canonicalize_name(req.name)
+            assert child not in BUILDS, f"{name} depends on {req}"
+            todo.append((child, frozenset(req.extras)))
+    assert walked > 20  # the walk did reach the installed tree
