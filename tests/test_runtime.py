@@ -1,7 +1,7 @@
 """onnxruntime comes in two builds, onnxruntime (CPU) and onnxruntime-gpu (CUDA), that install the same
 `onnxruntime` module and break each other when installed together. rawdev depends on neither; its
-extras name one. What a user sees without onnxruntime, without CUDA and with both builds; and the
-packaging rule, read from pyproject.toml. No GPU is needed."""
+extras name one. What a user sees without onnxruntime, without CUDA and with both builds; the
+packaging rule, read from pyproject.toml; and the CUDA check script's refusal. No GPU is needed."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from packaging.utils import canonicalize_name
 from typer.testing import CliRunner
 
 from rawdev.cli import app
-from rawdev.session import BUILDS, installed_builds
+from rawdev.session import BUILDS, available_providers, installed_builds
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "examples" / "chart_bayer.dng"
+CUDA_HERE = "CUDAExecutionProvider" in available_providers()
 
 
 def _python(code: str, *args: str, path: list[Path] = (), timeout: float = 120) -> subprocess.CompletedProcess:
@@ -310,3 +311,17 @@ def test_nothing_installed_that_rawdev_needs_beside_its_runtime_depends_on_onnxr
             assert child not in BUILDS, f"{name} depends on {req}"
             todo.append((child, frozenset(req.extras)))
     assert walked > 20  # the walk did reach the installed tree
+
+
+# --- benchmarks/cuda_check.py --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(CUDA_HERE, reason="CUDA is available here: the check would run for real")
+def test_the_cuda_check_refuses_in_one_line_where_cuda_is_not_available(tmp_path):
+    target = tmp_path / "cuda.json"
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "cuda_check.py"), "--json", str(target)],
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert run.returncode == 2, run.stdout + run.stderr
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith("cuda_check: CUDA is not available here") and "pip install 'rawdev[gpu]'" in line
+    assert not target.exists()
