@@ -85,7 +85,7 @@ def develop(
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
     from rawdev.model import ContractError, resolve_model
-    from rawdev.session import DeviceUnavailable, open_session, runs_on_cpu
+    from rawdev.session import DeviceUnavailable, check_device, import_onnxruntime, open_session
 
     err = _console(stderr=True)
     from rawdev.output import COMPRESSIONS
@@ -114,6 +114,13 @@ def develop(
         from rawdev.batch import prestart_decoder
 
         prestart_decoder()  # the decoder process starts now and imports while the model loads
+    try:  # before anything is written: a missing onnxruntime, a device it cannot give
+        if ray is None:
+            check_device(device)
+        else:  # the actors' devices are those of their nodes, checked there
+            import_onnxruntime()
+    except DeviceUnavailable as exc:
+        raise usage_error(str(exc)) from None
     try:
         files = collect_inputs(inputs, recursive, include_png=True)
     except InputError as exc:
@@ -134,10 +141,10 @@ def develop(
         if ray is None:
             from rawdev.workers import batch_layout
 
-            workers, threads_each = batch_layout(jobs, threads, len(planned), runs_on_cpu(device), _largest(planned))
-            session = open_session(model_path, device, threads_each if workers > 1 else threads,
-                                   spinning=len(planned) <= 1)
+            session = open_session(model_path, device, threads, spinning=len(planned) <= 1)
             opts.check_contract(options, session.contract, session.path, fmt)
+            on_cpu = session.providers[0] == "CPUExecutionProvider"
+            workers, threads_each = batch_layout(jobs, threads, len(planned), on_cpu, _largest(planned))
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract
 
@@ -145,10 +152,12 @@ def develop(
             pool = RayPool.start(ray, model_path, device, threads, files=len(planned))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
+    from rich.markup import escape
+
     line = opts.session_line(session) if pool is None else pool.describe()
     if workers > 1:
         line += f" in {workers} worker processes x {threads_each} thread(s)"
-    err.print(line)
+    err.print(escape(line))
     where = output if output is not None else "beside each input"
     err.print(f"developing {len(planned)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, compression=compression, cfa_override=cfa_override,
@@ -184,7 +193,12 @@ def convert_weights(
 ) -> None:
     """Convert a TensorFlow checkpoint to ONNX, checked against TensorFlow before writing."""
     from rawdev.convert import ConversionError, convert_checkpoint
+    from rawdev.session import RuntimeMissing, import_onnxruntime
 
+    try:
+        import_onnxruntime()  # the conversion is checked in onnxruntime
+    except RuntimeMissing as exc:
+        raise usage_error(str(exc)) from None
     fixed = None
     if fixed_shape:
         try:
@@ -278,19 +292,27 @@ def _writable(folder: Path) -> bool:
 def info() -> None:
     """Versions, execution providers and LibRaw."""
     import numpy as np
-    import onnxruntime as ort
     import rawpy
+    from rich.markup import escape
     from rich.table import Table
 
-    from rawdev.session import available_providers
+    from rawdev.session import BOTH_INSTALLED, RuntimeMissing, import_onnxruntime, installed_builds
 
     table = Table(show_header=False, box=None)
     table.add_row("rawdev", __version__)
     table.add_row("python", sys.version.split()[0])
     table.add_row("numpy", np.__version__)
-    table.add_row("onnxruntime", ort.__version__)
     table.add_row("rawpy / LibRaw", f"{rawpy.__version__} / {'.'.join(map(str, rawpy.libraw_version))}")
-    table.add_row("available providers", ", ".join(available_providers()))
+    try:
+        ort = import_onnxruntime()
+    except RuntimeMissing as exc:  # info still reports the rest
+        table.add_row("onnxruntime", escape(f"missing: {exc}"))
+        _console().print(table)
+        return
+    builds = installed_builds()
+    table.add_row("onnxruntime", escape(f"{ort.__version__} ({BOTH_INSTALLED if len(builds) > 1 else builds[0]})"
+                                        if builds else ort.__version__))
+    table.add_row("available providers", ", ".join(ort.get_available_providers()))
     try:
         from rawdev.model import resolve_model
         from rawdev.session import open_session
@@ -300,7 +322,7 @@ def info() -> None:
         load_ms = (time.perf_counter() - t0) * 1000
         table.add_row("applied (auto)", f"{', '.join(s.providers)} ({load_ms:.0f} ms to load)")
     except Exception as exc:  # noqa: BLE001 - info reports, it does not fail
-        table.add_row("applied (auto)", f"no default model loaded: {exc}")
+        table.add_row("applied (auto)", escape(f"no default model loaded: {exc}"))
     _console().print(table)
 
 

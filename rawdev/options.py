@@ -81,5 +81,6 @@ def session_line(session) -> str:
     """One line naming the model and the execution providers onnxruntime really applied."""
     c = session.contract
     told = ", told the noise level" if c.noise_input != "none" else ""
+    note = f" ({session.note})" if getattr(session, "note", "") else ""
     return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}{told}) "
-            f"on {', '.join(session.providers)}")
+            f"on {', '.join(session.providers)}{note}")
