@@ -28,15 +28,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-DEFAULT_PATTERN = "rawdev.train.loop"
+# `python -m rawdev.train.loop ...`, or the console script `rawdev train ...` (its command line is
+# ".../bin/rawdev train RUN_DIR ..."); alternatives are separated by "|".
+DEFAULT_PATTERN = "rawdev.train.loop|bin/rawdev train "
 DEFAULT_MAX_STRETCH = 170.0  # seconds; the brief asks for < 3 minutes at a time
 DEFAULT_GAP = 5.0  # seconds of training between two paused stretches
 DEFAULT_BUDGET = 120.0  # ensure() starts a new stretch rather than let one grow past this
 
 
 def find_training(pattern: str = DEFAULT_PATTERN) -> list[int]:
-    """PIDs of processes whose command line contains ``pattern`` (never this process or its parent)."""
+    """PIDs of processes whose command line contains ``pattern``, or one of its "|"-separated
+    alternatives (never this process or its parent)."""
     own = {os.getpid(), os.getppid()}
+    alternatives = [p for p in pattern.split("|") if p]
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in own:
@@ -45,7 +49,7 @@ def find_training(pattern: str = DEFAULT_PATTERN) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if pattern in cmdline and "benchmarks/" not in cmdline and "pytest" not in cmdline:
+        if any(p in cmdline for p in alternatives) and "benchmarks/" not in cmdline and "pytest" not in cmdline:
             pids.append(int(entry.name))
     return sorted(pids)
 
