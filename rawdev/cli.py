@@ -54,6 +54,7 @@ def develop(
     output: Path | None = typer.Option(None, "-o", "--output", help="Output folder (default: beside each input)."),
     model: opts.Model = DEFAULT_MODEL,
     device: opts.Device = "auto",
+    precision: opts.Precision = "auto",
     threads: opts.Threads = 0,
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff, png, or dng (linear camera RGB for a raw "
                             "editor: {stem}.rawdev.dng)."),
@@ -83,7 +84,7 @@ def develop(
     """Develop RAW files into 16-bit sRGB TIFF or PNG images, or linear DNGs for a raw editor."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
-    from rawdev.model import ContractError, resolve_model
+    from rawdev.model import ContractError
     from rawdev.session import DeviceUnavailable, open_session
 
     err = _console(stderr=True)
@@ -103,7 +104,10 @@ def develop(
         options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap, bits, denoise)
         cfa_override = opts.cfa_option(cfa)
         opts.check_values(threads, black, white)
-        model_path = resolve_model(model)  # a shipped model is checked against its sha256 here
+        choice = opts.model_choice(model, precision)
+        # A shipped model is checked against its sha256 here; where --precision auto depends on
+        # the execution provider, once the decoder has started (onnxruntime is imported then).
+        model_path = None if choice.needs_provider else opts.pick_model(choice, device)
     except (ValueError, CFAError) as exc:  # ContractError is a ValueError
         raise usage_error(str(exc)) from None
     if ray is None:
@@ -126,13 +130,18 @@ def develop(
 
     pool = None
     try:
+        if model_path is None:
+            model_path = opts.pick_model(choice, device)
         if ray is None:
             session = open_session(model_path, device, threads, spinning=len(jobs) <= 1)
             opts.check_contract(options, session.contract, session.path, fmt)
+            opts.check_precision(precision, session.contract, session.path)
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract
 
-            opts.check_contract(options, read_contract(model_path), model_path, fmt)
+            contract = read_contract(model_path)
+            opts.check_contract(options, contract, model_path, fmt)
+            opts.check_precision(precision, contract, model_path)
             pool = RayPool.start(ray, model_path, device, threads, files=len(jobs))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
@@ -302,14 +311,16 @@ def info() -> None:
     table.add_row("onnxruntime", ort.__version__)
     table.add_row("rawpy / LibRaw", f"{rawpy.__version__} / {'.'.join(map(str, rawpy.libraw_version))}")
     table.add_row("available providers", ", ".join(available_providers()))
+    from rawdev.precision import INT8_FLAGS, cpu_flags
+
+    table.add_row("int8 instructions", ", ".join(sorted(cpu_flags() & set(INT8_FLAGS))) or "none (no VNNI or AMX)")
     try:
-        from rawdev.model import resolve_model
         from rawdev.session import open_session
 
         t0 = time.perf_counter()
-        s = open_session(resolve_model(None), "auto")
+        s = open_session(opts.pick_model(opts.model_choice(DEFAULT_MODEL, "auto"), "auto"), "auto")
         load_ms = (time.perf_counter() - t0) * 1000
-        table.add_row("applied (auto)", f"{', '.join(s.providers)} ({load_ms:.0f} ms to load)")
+        table.add_row("applied (auto)", f"{', '.join(s.providers)}, {s.contract.precision} ({load_ms:.0f} ms to load)")
     except Exception as exc:  # noqa: BLE001 - info reports, it does not fail
         table.add_row("applied (auto)", f"no default model loaded: {exc}")
     _console().print(table)
@@ -322,14 +333,15 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Shipped models with their contracts."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from rawdev.model import read_contract, registry
 
-    table = Table("name", "variant", "C", "output", "steps", "file")
+    table = Table(Column("name", no_wrap=True), "variant", "C", "output", "steps", "precision",
+                  Column("file", overflow="fold"))
     for name, m in sorted(registry().items()):
         c = read_contract(m.path)
-        table.add_row(name, c.variant, str(c.width), c.output_space, str(c.steps), str(m.path))
+        table.add_row(name, c.variant, str(c.width), c.output_space, str(c.steps), c.precision, str(m.path))
     _console().print(table)
 
 
