@@ -514,7 +514,8 @@ def markdown(report: dict) -> str:
                          f"{d['dark']:+.3f} |")
         for n in sorted(sens["nodes"], key=lambda n: n["delta_psnr"]["low"]):
             d = n["delta_psnr"]
-            lines.append(f"| {n['role']}: {n['op']} `{n['node'].split('/')[-2] if '/' in n['node'] else n['node']}` | "
+            short = n["node"].split("/", 1)[1] if "/" in n["node"] else n["node"]  # without the network's scope
+            lines.append(f"| {n['role']}: {n['op']} `{short}` | "
                          f"{d['low']:+.3f} | {d['medium']:+.3f} | {d['high']:+.3f} | {d['dark']:+.3f} |")
     study = report.get("calibration_study")
     if study:
@@ -558,6 +559,7 @@ def parse_args(argv):
     p.add_argument("--train-data", type=Path, default=TRAIN_DATA, help="calibration photographs (--variant, "
                    "--sensitivity)")
     p.add_argument("--note", action="append", default=[])
+    p.add_argument("--from-json", action="store_true", help="run nothing: rewrite the section from --out")
     add_common_args(p, "precision")
     a = p.parse_args(argv)
     if a.repeats < 5:
@@ -567,6 +569,12 @@ def parse_args(argv):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        if not args.out.is_file():
+            print(f"error: {args.out} does not exist; run the benchmark first", file=sys.stderr)
+            return 2
+        update_results_md(args.results_md, RESULTS_KEY, markdown(json.loads(args.out.read_text())))
+        return 0
     run = start_timed_run(args)
     args.say = run.say
     # Short stretches: each pause of the training job ends within MAX_STRETCH_S.
