@@ -172,6 +172,7 @@ class RegisteredModel:
     # An int8 model measured faster than its fp32 model on a CPU with VNNI, within the quality bar
     # (benchmarks/precision.py): only then does --precision auto choose it.
     faster_within_bar: bool = False
+    fp32_sha256: str = ""  # an int8 model: the sha256 of the fp32 file it was made from
 
     def verify(self) -> bool:
         return self.path.exists() and file_sha256(self.path) == self.sha256
@@ -197,7 +198,8 @@ def registry() -> dict[str, RegisteredModel]:
     entries = json.loads(index.read_text())
     return {
         e["name"]: RegisteredModel(e["name"], WEIGHTS_DIR / e["file"], e["sha256"], e.get("card", ""),
-                                   e.get("int8_of", ""), bool(e.get("faster_within_bar", False)))
+                                   e.get("int8_of", ""), bool(e.get("faster_within_bar", False)),
+                                   e.get("fp32_sha256", ""))
         for e in entries
     }
 

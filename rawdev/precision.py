@@ -96,6 +96,13 @@ def choose(model: str, precision: str) -> ModelChoice:
             raise ValueError(f"--precision fp32: {model} is an int8 model; for fp32 choose --model {entry.int8_of}")
         return ModelChoice(precision, None, model)
     sibling = int8_sibling(model, models)
+    stale = sibling is not None and models[sibling].fp32_sha256 not in ("", entry.sha256)
+    if precision == "int8" and stale:
+        raise ValueError(f"--precision int8: the int8 sibling {sibling} was made from another version of {model} "
+                         f"(sha256 {models[sibling].fp32_sha256[:12]}, now {entry.sha256[:12]}); remake it with "
+                         f"`python weights/publish_int8.py {model}` or use --precision fp32")
+    if stale:  # auto: an int8 model of other weights is no sibling
+        sibling = None
     if precision == "int8" and sibling is None:
         shipped = ", ".join(sorted(n for n, m in models.items() if m.int8_of)) or "none"
         raise ValueError(f"--precision int8: model {model} has no int8 sibling (int8 models shipped: {shipped}); "

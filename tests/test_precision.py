@@ -76,7 +76,7 @@ def tiny_pair(tmp_path_factory) -> tuple[Path, Path]:
 
 def _registry(tmp_path, monkeypatch, tiny_pair, bilinear_model, pays=False) -> Path:
     weights = tmp_path / "weights"
-    weights.mkdir()
+    weights.mkdir(parents=True)
     for src, name in ((tiny_pair[0], "t.onnx"), (tiny_pair[1], "t-int8.onnx"), (bilinear_model, "b.onnx")):
         shutil.copy(src, weights / name)
     entries = [{"name": "t", "file": "t.onnx"}, {"name": "b", "file": "b.onnx"},
@@ -161,6 +161,20 @@ def test_precision_usage_errors_exit_2_in_one_line_before_any_file_is_written(ow
     assert cmp.exit_code == 2 and message in cmp.output
 
 
+def test_a_sibling_made_from_other_weights_is_not_used(tmp_path, monkeypatch, tiny_pair, bilinear_model):
+    """A retrained fp32 model under the same name leaves its old int8 sibling stale."""
+    index = _registry(tmp_path, monkeypatch, tiny_pair, bilinear_model, pays=True) / "registry.json"
+    entries = json.loads(index.read_text())
+    for e in entries:
+        if e["name"] == "t-int8":
+            e["fp32_sha256"] = "0" * 64
+    index.write_text(json.dumps(entries))
+    with pytest.raises(ValueError, match="was made from another version of t"):
+        choose("t", "int8")
+    auto = choose("t", "auto")
+    assert not auto.needs_provider and auto.pick("CPUExecutionProvider", VNNI) == "t"
+
+
 def test_the_sha256_check_covers_the_int8_file(own_registry, tmp_path, tiny_pair):
     data = bytearray((own_registry / "t-int8.onnx").read_bytes())
     data[-1] ^= 1
@@ -194,6 +208,7 @@ def test_the_shipped_int8_model_is_registered_with_its_fp32_parent():
     c, p = read_contract(int8.path), read_contract(parent.path)
     assert (c.precision, p.precision) == ("int8", "fp32")
     assert c.fp32_model == parent.name and c.fp32_sha256 == parent.sha256 == file_sha256(parent.path)
+    assert int8.fp32_sha256 == parent.sha256  # the registry says so too (a retrained parent makes it stale)
     assert (c.variant, c.width, c.steps, c.noise_input, c.weights_sha256) == \
            (p.variant, p.width, p.steps, p.noise_input, p.weights_sha256)
     # --precision auto runs it only where it was measured faster within the quality bar, and the
