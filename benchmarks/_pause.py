@@ -28,18 +28,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-# `python -m rawdev.train.loop` and the console script `rawdev train`
-DEFAULT_PATTERN = ("rawdev.train.loop", "/rawdev train ")
+# `python -m rawdev.train.loop ...`, or the console script `rawdev train ...` (its command line is
+# ".../bin/rawdev train RUN_DIR ..."); alternatives are separated by "|".
+DEFAULT_PATTERN = "rawdev.train.loop|bin/rawdev train "
 DEFAULT_MAX_STRETCH = 170.0  # seconds; the brief asks for < 3 minutes at a time
 DEFAULT_GAP = 5.0  # seconds of training between two paused stretches
 DEFAULT_BUDGET = 120.0  # ensure() starts a new stretch rather than let one grow past this
 
 
-def find_training(pattern: str | tuple[str, ...] = DEFAULT_PATTERN) -> list[int]:
-    """PIDs of processes whose command line contains ``pattern`` (or one of them; never this
-    process or its parent)."""
-    patterns = (pattern,) if isinstance(pattern, str) else pattern
+def find_training(pattern: str = DEFAULT_PATTERN) -> list[int]:
+    """PIDs of processes whose command line contains ``pattern``, or one of its "|"-separated
+    alternatives (never this process or its parent)."""
     own = {os.getpid(), os.getppid()}
+    alternatives = [p for p in pattern.split("|") if p]
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) in own:
@@ -48,7 +49,7 @@ def find_training(pattern: str | tuple[str, ...] = DEFAULT_PATTERN) -> list[int]
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(p in cmdline for p in patterns) and "benchmarks/" not in cmdline and "pytest" not in cmdline:
+        if any(p in cmdline for p in alternatives) and "benchmarks/" not in cmdline and "pytest" not in cmdline:
             pids.append(int(entry.name))
     return sorted(pids)
 
@@ -106,7 +107,7 @@ _WATCHDOG = (
 class Pauser:
     """Pause/resume a training job around timed stretches; a no-op when ``enabled`` is false."""
 
-    def __init__(self, enabled: bool = False, pattern: str | tuple[str, ...] = DEFAULT_PATTERN,
+    def __init__(self, enabled: bool = False, pattern: str = DEFAULT_PATTERN,
                  max_stretch: float = DEFAULT_MAX_STRETCH, gap: float = DEFAULT_GAP,
                  budget: float = DEFAULT_BUDGET, quiet_load: float = 0.15, quiet_wait: float = 120.0,
                  say=lambda *a: None):

@@ -470,9 +470,10 @@ def noise_of(level: str) -> tuple[float, float]:
 
 
 def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str = "RGGB",
-                  noise_profile: bool = True):
+                  noise_profile: bool = True, brightness: float = 1.0):
     """Unprocess ``srgb`` at ``level`` through ``cfa`` (RGGB or quad-RGGB) and write it as a DNG;
-    returns the capture. The camera, white balance and noise pattern depend on the seed only."""
+    returns the capture. The camera, white balance and noise pattern depend on the seed only.
+    ``brightness`` below 1 makes an underexposed capture (benchmarks/precision.py's darks)."""
     from rawdev.cfa import parse_cfa
     from rawdev.dng import write_dng
     from rawdev.train.synth import Unprocessor
@@ -481,7 +482,7 @@ def write_capture(srgb: np.ndarray, seed: int, level: str, path: Path, cfa: str 
     pattern = parse_cfa(cfa)
     cap = Unprocessor(seed).capture(
         srgb, pattern, shot=shot, read=read, bits=BITS, black_fraction=BLACK_FRACTION,
-        inverse_tone=False, brightness=1.0,
+        inverse_tone=False, brightness=brightness,
     )
     # As real DNGs carry it, the DNG says its noise model (NoiseProfile); a noise-aware model
     # reads it, and estimates the noise from the mosaic where it is absent (--no-noise-profile).

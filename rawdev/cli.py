@@ -54,6 +54,7 @@ def develop(
     output: Path | None = typer.Option(None, "-o", "--output", help="Output folder (default: beside each input)."),
     model: opts.Model = DEFAULT_MODEL,
     device: opts.Device = "auto",
+    precision: opts.Precision = "auto",
     threads: opts.Threads = 0,
     jobs: opts.Jobs = "auto",
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff, png, or dng (linear camera RGB for a raw "
@@ -84,7 +85,7 @@ def develop(
     """Develop RAW files into 16-bit sRGB TIFF or PNG images, or linear DNGs for a raw editor."""
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
-    from rawdev.model import ContractError, resolve_model
+    from rawdev.model import ContractError
     from rawdev.session import DeviceUnavailable, check_device, import_onnxruntime, open_session
 
     err = _console(stderr=True)
@@ -107,7 +108,10 @@ def develop(
         from rawdev.workers import parse_jobs
 
         jobs = parse_jobs(jobs)
-        model_path = resolve_model(model)  # a shipped model is checked against its sha256 here
+        choice = opts.model_choice(model, precision)
+        # A shipped model is checked against its sha256 here; where --precision auto depends on
+        # the execution provider, once the decoder has started (onnxruntime is imported then).
+        model_path = None if choice.needs_provider else opts.pick_model(choice, device)
     except (ValueError, CFAError) as exc:  # ContractError is a ValueError
         raise usage_error(str(exc)) from None
     if ray is None:
@@ -138,17 +142,22 @@ def develop(
     pool = None
     workers, threads_each = 1, threads
     try:
+        if model_path is None:
+            model_path = opts.pick_model(choice, device)
         if ray is None:
             from rawdev.workers import batch_layout
 
             session = open_session(model_path, device, threads, spinning=len(planned) <= 1)
             opts.check_contract(options, session.contract, session.path, fmt)
+            opts.check_precision(precision, session.contract, session.path)
             on_cpu = session.providers[0] == "CPUExecutionProvider"
             workers, threads_each = batch_layout(jobs, threads, len(planned), on_cpu, _largest(planned))
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract
 
-            opts.check_contract(options, read_contract(model_path), model_path, fmt)
+            contract = read_contract(model_path)
+            opts.check_contract(options, contract, model_path, fmt)
+            opts.check_precision(precision, contract, model_path)
             pool = RayPool.start(ray, model_path, device, threads, files=len(planned))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
@@ -224,6 +233,40 @@ def convert_weights(
               f"weights sha256 {c.weights_sha256[:16]})")
     if report.ort_output:
         out.print(f"wrote {report.ort_output}")
+
+
+@app.command()
+def quantize(
+    model: str = typer.Argument(..., help="Registry name or path of the fp32 .onnx model."),
+    output: Path = typer.Option(..., "-o", "--output", help="int8 ONNX file to write."),
+    samples: int = typer.Option(64, help="Calibration tiles."),
+    seed: int = typer.Option(0, help="Seed of the calibration data: the same model, data and seed give the same file."),
+    data: list[Path] = typer.Option([Path("../shared/data/train")], help="Folders of photographs to calibrate on."),
+    tile: int = typer.Option(256, help="Calibration tile in packed samples (develop's tile)."),
+    roles: str = typer.Option("attention", help="What is quantized, comma-separated: attention, trunk, input, "
+                              "output, or all; the rest stays fp32 (attention: within 0.1 dB of fp32)."),
+    activation: str = typer.Option("uint8", help="Activation type: uint8 or int8."),
+    method: str = typer.Option("percentile", help="Calibration: percentile (99.99), minmax or entropy."),
+) -> None:
+    """Make a static int8 (QDQ) model from an fp32 one, calibrated on synthetic RAW from photographs."""
+    from rawdev.model import ContractError
+    from rawdev.quantize import ROLES, QuantizeError, quantize_model
+
+    chosen = ROLES if roles.strip() == "all" else tuple(r.strip() for r in roles.split(",") if r.strip())
+    out = _console()
+    try:
+        report = quantize_model(model, output, samples=samples, seed=seed, data=data, tile=tile, roles=chosen,
+                                activation=activation, method=method, log=lambda s: out.print(s))
+    except (QuantizeError, ContractError) as exc:
+        raise usage_error(str(exc)) from None
+    kept = ", ".join(f"{role} {len(names)}" for role, names in report.kept_fp32.items()) or "none"
+    out.print(f"wrote {report.output} (sha256 {report.sha256[:16]}): int8 of {report.fp32_model} "
+              f"(sha256 {report.fp32_sha256[:16]}), {len(report.quantized)} nodes quantized ({', '.join(chosen)}); "
+              f"fp32 nodes: {kept}")
+    c = report.check
+    if c:
+        out.print(f"against fp32 on {c['tiles']} held-out synthetic tiles: sRGB PSNR {c['psnr_srgb_db']} dB "
+                  f"({c['psnr_srgb_dark_db']} dB in the darks), largest linear difference {c['max_abs_linear']}")
 
 
 @app.command()
@@ -303,6 +346,9 @@ def info() -> None:
     table.add_row("python", sys.version.split()[0])
     table.add_row("numpy", np.__version__)
     table.add_row("rawpy / LibRaw", f"{rawpy.__version__} / {'.'.join(map(str, rawpy.libraw_version))}")
+    from rawdev.precision import INT8_FLAGS, cpu_flags
+
+    table.add_row("int8 instructions", ", ".join(sorted(cpu_flags() & set(INT8_FLAGS))) or "none (no VNNI or AMX)")
     try:
         ort = import_onnxruntime()
     except RuntimeMissing as exc:  # info still reports the rest
@@ -314,13 +360,12 @@ def info() -> None:
                                         if builds else ort.__version__))
     table.add_row("available providers", ", ".join(ort.get_available_providers()))
     try:
-        from rawdev.model import resolve_model
         from rawdev.session import open_session
 
         t0 = time.perf_counter()
-        s = open_session(resolve_model(None), "auto")
+        s = open_session(opts.pick_model(opts.model_choice(DEFAULT_MODEL, "auto"), "auto"), "auto")
         load_ms = (time.perf_counter() - t0) * 1000
-        table.add_row("applied (auto)", f"{', '.join(s.providers)} ({load_ms:.0f} ms to load)")
+        table.add_row("applied (auto)", f"{', '.join(s.providers)}, {s.contract.precision} ({load_ms:.0f} ms to load)")
     except Exception as exc:  # noqa: BLE001 - info reports, it does not fail
         table.add_row("applied (auto)", escape(f"no default model loaded: {exc}"))
     _console().print(table)
@@ -333,14 +378,15 @@ app.add_typer(models_app, name="models")
 @models_app.command("list")
 def models_list() -> None:
     """Shipped models with their contracts."""
-    from rich.table import Table
+    from rich.table import Column, Table
 
     from rawdev.model import read_contract, registry
 
-    table = Table("name", "variant", "C", "output", "steps", "file")
+    table = Table(Column("name", no_wrap=True), "variant", "C", "output", "steps", "precision",
+                  Column("file", overflow="fold"))
     for name, m in sorted(registry().items()):
         c = read_contract(m.path)
-        table.add_row(name, c.variant, str(c.width), c.output_space, str(c.steps), str(m.path))
+        table.add_row(name, c.variant, str(c.width), c.output_space, str(c.steps), c.precision, str(m.path))
     _console().print(table)
 
 

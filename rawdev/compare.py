@@ -684,6 +684,7 @@ def register(app: typer.Typer) -> None:
         border: int = typer.Option(0, help="Leave N pixels out on each side before scoring."),
         model: opts.Model = DEFAULT_MODEL,
         device: opts.Device = "auto",
+        precision: opts.Precision = "auto",
         threads: opts.Threads = 0,
         wb: opts.WhiteBalance = "camera",
         exposure: opts.Exposure = "auto",
@@ -717,6 +718,7 @@ def register(app: typer.Typer) -> None:
             options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap)
             cfa_override = opts.cfa_option(cfa)
             opts.check_values(threads, black, white)
+            choice = opts.model_choice(model, precision)
         except (ValueError, CFAError) as exc:
             raise usage_error(str(exc)) from None
         try:
@@ -726,8 +728,10 @@ def register(app: typer.Typer) -> None:
         developer = Developer(model, device, threads, options, cfa_override, black, white)
         if any(is_raw(c) for c, _, error in plan.pairs if error is None):
             try:
+                developer.model = str(opts.pick_model(choice, device))  # a shipped model's sha256 checked
                 developer.open()
-            except (ContractError, DeviceUnavailable) as exc:
+                opts.check_precision(precision, developer.session.contract, developer.session.path)
+            except (ContractError, DeviceUnavailable, ValueError) as exc:
                 raise usage_error(str(exc)) from None
             s = developer.session
             err.print(escape(opts.session_line(s)))

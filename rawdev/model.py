@@ -27,6 +27,7 @@ PACKINGS = {
 NORMALIZATIONS = ("black-white", "mai")
 OUTPUT_SPACES = ("linear", "srgb")
 NOISE_INPUTS = ("none", "sigma-planes")
+PRECISIONS = ("fp32", "int8")  # what the model's weights and activations are stored and run in
 # What the contract of a noise-aware network (train variant "noise") says beyond the defaults.
 NOISE_CONTRACT = {"noise_input": "sigma-planes", "clip_below_black": "no"}
 
@@ -63,6 +64,11 @@ class ModelContract:
     # The noisiest shot level a noise-aware model was trained on (text; "" = not recorded): the
     # noise it is told is capped there, so a strong --denoise never asks for more than it knows.
     noise_max_shot: str = ""
+    # "int8": a quantized model (rawdev quantize) made from the fp32 model named in fp32_model,
+    # whose file had the sha256 fp32_sha256; "fp32" (absent in older models): as trained.
+    precision: str = "fp32"
+    fp32_model: str = ""
+    fp32_sha256: str = ""
 
     def __post_init__(self):
         if self.packing not in PACKINGS:
@@ -83,6 +89,10 @@ class ModelContract:
                 raise ContractError(f"noise_max_shot {self.noise_max_shot!r} is not a positive number") from None
         if self.clip_below_black not in ("yes", "no"):
             raise ContractError(f"clip_below_black {self.clip_below_black!r} must be 'yes' or 'no'")
+        if self.precision not in PRECISIONS:
+            raise ContractError(f"precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.precision == "int8" and not (self.fp32_model and self.fp32_sha256):
+            raise ContractError("an int8 model must name the fp32 model it was made from (fp32_model, fp32_sha256)")
 
     @property
     def sites(self) -> tuple[tuple[int, int], ...]:
@@ -158,6 +168,11 @@ class RegisteredModel:
     path: Path
     sha256: str
     card: str
+    int8_of: str = ""  # an int8 model: the registry name of the fp32 model it was quantized from
+    # An int8 model measured faster than its fp32 model on a CPU with VNNI, within the quality bar
+    # (benchmarks/precision.py): only then does --precision auto choose it.
+    faster_within_bar: bool = False
+    fp32_sha256: str = ""  # an int8 model: the sha256 of the fp32 file it was made from
 
     def verify(self) -> bool:
         return self.path.exists() and file_sha256(self.path) == self.sha256
@@ -182,9 +197,23 @@ def registry() -> dict[str, RegisteredModel]:
         return {}
     entries = json.loads(index.read_text())
     return {
-        e["name"]: RegisteredModel(e["name"], WEIGHTS_DIR / e["file"], e["sha256"], e.get("card", ""))
+        e["name"]: RegisteredModel(e["name"], WEIGHTS_DIR / e["file"], e["sha256"], e.get("card", ""),
+                                   e.get("int8_of", ""), bool(e.get("faster_within_bar", False)),
+                                   e.get("fp32_sha256", ""))
         for e in entries
     }
+
+
+def int8_sibling(name: str, models: dict[str, RegisteredModel] | None = None) -> str | None:
+    """The registry name of the int8 model quantized from the registered fp32 model ``name``."""
+    models = registry() if models is None else models
+    return next((m.name for m in sorted(models.values(), key=lambda m: m.name) if m.int8_of == name), None)
+
+
+def is_model_path(name_or_path: str) -> bool:
+    """Whether ``--model`` names a file (an .onnx path, or anything that exists) rather than a registry entry."""
+    candidate = Path(name_or_path).expanduser()
+    return candidate.suffix == ".onnx" or candidate.exists()
 
 
 def resolve_model(name_or_path: str | None, verify: bool = True) -> Path:
@@ -194,7 +223,7 @@ def resolve_model(name_or_path: str | None, verify: bool = True) -> Path:
     milliseconds, once a run): ModelIntegrityError when it differs. A path is used as it is."""
     name = name_or_path or DEFAULT_MODEL
     candidate = Path(name).expanduser()
-    if candidate.suffix == ".onnx" or candidate.exists():
+    if is_model_path(name):
         if not candidate.is_file():
             raise ContractError(f"model file {candidate} does not exist")
         return candidate

@@ -27,6 +27,9 @@ Black = Annotated[float | None, typer.Option(help="Override the black level (PNG
 White = Annotated[float | None, typer.Option(help="Override the white level (PNG mosaics: default 1020).")]
 Tile = Annotated[str, typer.Option(help="Tile size in packed samples (auto or N).")]
 Overlap = Annotated[int, typer.Option(help="Tile overlap in packed samples.")]
+Precision = Annotated[str, typer.Option(help="auto (int8 where it was measured faster within 0.1 dB: the CPU "
+                                             "provider, a CPU with VNNI or AMX, a model with such an int8 "
+                                             "sibling; else fp32), fp32, or int8 (the model's int8 sibling).")]
 Denoise = Annotated[str, typer.Option(help="Denoising strength of a noise-aware model: auto (the sensor's "
                                            "noise, from the DNG NoiseProfile or estimated), or S from 0 (keep "
                                            "the grain) to 4; 2 is twice as strong.")]
@@ -77,10 +80,41 @@ def cfa_option(text: str | None) -> CFA | None:
     return parse_cfa(text) if text else None
 
 
+def model_choice(model: str, precision: str):
+    """``--model`` with ``--precision``: the files to choose from (rawdev.precision.ModelChoice);
+    ValueError for what the registry already rules out."""
+    from rawdev.precision import choose
+
+    return choose(model, precision)
+
+
+def pick_model(choice, device: str) -> Path:
+    """The model file to run for ``choice`` on ``device`` (``auto`` decides on the primary
+    execution provider and the CPU's flags), checked against the registry's sha256 when it is a
+    registered model; ValueError (ContractError, DeviceUnavailable) otherwise."""
+    from rawdev.model import resolve_model
+
+    provider = None
+    if choice.needs_provider:
+        from rawdev.session import available_providers, provider_list
+
+        first = provider_list(device, available_providers())[0]
+        provider = first[0] if isinstance(first, tuple) else first
+    return resolve_model(choice.pick(provider))
+
+
+def check_precision(precision: str, contract, model_path: Path) -> None:
+    """A model file whose precision contradicts ``--precision`` is a usage error (ValueError)."""
+    from rawdev.precision import check_contract as check
+
+    check(precision, contract, model_path)
+
+
 def session_line(session) -> str:
-    """One line naming the model and the execution providers onnxruntime really applied."""
+    """One line naming the model, the execution providers onnxruntime really applied and the
+    precision the model runs in."""
     c = session.contract
     told = ", told the noise level" if c.noise_input != "none" else ""
     note = f" ({session.note})" if getattr(session, "note", "") else ""
     return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}{told}) "
-            f"on {', '.join(session.providers)}{note}")
+            f"on {', '.join(session.providers)}, {c.precision}{note}")

@@ -107,3 +107,64 @@ def mean_attention_onnx(path: Path) -> Path:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def tiny_attention_onnx(path: Path, channels: int = 8, seed: int = 0) -> Path:
+    """A tiny network of CSANet's shape for the quantizer (noise-aware contract: 8 input planes,
+    NHWC in and out, scale 2): a head convolution on the input, a trunk convolution making
+    features f, a channel-attention gate (GlobalAveragePool, 1x1 convolution, Sigmoid) that
+    scales f, a last convolution to 12 sub-pixel channels added to a fixed base convolution of
+    the input (the residual on a bilinear-like base), DepthToSpace to RGB."""
+    rng = np.random.default_rng(seed)
+    c = channels
+
+    def w(name, shape, scale):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    base = np.zeros((12, 8, 1, 1), np.float32)
+    for k in range(12):  # each sub-pixel output copies one packed plane (a crude demosaic)
+        base[k, [0, 1, 1, 3][k // 3], 0, 0] = 1.0
+    inits = [
+        w("w_head", (c, 8, 3, 3), 0.2), w("b_head", (c,), 0.05),
+        w("w_f", (c, c, 3, 3), 0.15), w("b_f", (c,), 0.05),
+        w("w_gate", (c, c, 1, 1), 0.5), w("b_gate", (c,), 0.1),
+        w("w_out", (12, c, 3, 3), 0.02), w("b_out", (12,), 0.01),
+        numpy_helper.from_array(base, "w_base"),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["packed"], ["nchw"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("Conv", ["nchw", "w_head", "b_head"], ["head"], name="head_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["head"], ["head_relu"], name="head_relu"),
+        helper.make_node("Conv", ["head_relu", "w_f", "b_f"], ["f"], name="f_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("GlobalAveragePool", ["f"], ["pooled"], name="ca_pool"),
+        helper.make_node("Conv", ["pooled", "w_gate", "b_gate"], ["logits"], name="ca_conv"),
+        helper.make_node("Sigmoid", ["logits"], ["gate"], name="ca_sigmoid"),
+        helper.make_node("Mul", ["f", "gate"], ["gated"], name="ca_mul"),
+        helper.make_node("Add", ["gated", "head_relu"], ["trunk"], name="trunk_add"),
+        helper.make_node("Conv", ["trunk", "w_out", "b_out"], ["correction"], name="out_conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["nchw", "w_base"], ["base"], name="base_conv"),
+        helper.make_node("Add", ["base", "correction"], ["sub"], name="residual_add"),
+        helper.make_node("DepthToSpace", ["sub"], ["rgb_nchw"], name="d2s", blocksize=2, mode="DCR"),
+        helper.make_node("Transpose", ["rgb_nchw"], ["rgb"], name="to_nhwc", perm=[0, 2, 3, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny_attention",
+        [helper.make_tensor_value_info("packed", TensorProto.FLOAT, ["n", "h", "w", 8])],
+        [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, ["n", "h2", "w2", 3])],
+        inits,
+    )
+    return _save(graph, path, ModelContract(variant="tiny-attention", width=c, **NOISE_CONTRACT))
+
+
+def small_photographs(folder: Path, count: int = 3) -> Path:
+    """``count`` small smooth 8-bit 'photographs' (PNG) to calibrate a quantizer on."""
+    import imagecodecs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        y, x = np.mgrid[0:80, 0:96] / 80.0
+        img = 0.5 + 0.4 * np.sin(3 * x[..., None] * (k + 1) + y[..., None] * np.arange(1, 4))
+        img = np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1)
+        imagecodecs.imwrite(str(folder / f"p{k}.png"), (img * 255).astype(np.uint8))
+    return folder

@@ -132,7 +132,7 @@ def test_auto_falls_back_to_the_cpu_where_cuda_cannot_be_loaded_and_says_why(gpu
                                       "--model", str(bilinear_model)])
     assert result.exit_code == 0, result.output
     (line,) = [ln for ln in result.output.splitlines() if ln.startswith("model ")]
-    assert "on CPUExecutionProvider (CUDA not usable here: libcublasLt.so.13" in line
+    assert "on CPUExecutionProvider, fp32 (CUDA not usable here: libcublasLt.so.13" in line
     assert (tmp_path / "out" / "x.tif").is_file()
 
 

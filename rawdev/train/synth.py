@@ -34,27 +34,34 @@ def camera_bank() -> list[dict]:
     return json.loads(text)["cameras"]
 
 
-def load_photographs(folders: list[Path], downscale_jpeg_q75: tuple[str, ...] = ("sun_hays80",)) -> list[np.ndarray]:
-    """Read every photograph under ``folders`` as uint8 (H, W, 3)."""
+def photograph_paths(folders: list[Path]) -> list[Path]:
+    """The photographs under ``folders`` (recursively, by suffix), sorted within each folder."""
+    return [path for folder in folders for path in sorted(Path(folder).rglob("*"))
+            if path.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def read_photograph(path: Path, downscale_jpeg_q75: tuple[str, ...] = ("sun_hays80",)) -> np.ndarray | None:
+    """One photograph as uint8 (H, W, 3); None when it is not an RGB image. Photographs in a
+    folder named in ``downscale_jpeg_q75`` are halved (2x2 means) to hide their JPEG blocks."""
     import imagecodecs
 
-    images = []
-    for folder in folders:
-        for path in sorted(Path(folder).rglob("*")):
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            img = imagecodecs.imread(str(path))
-            if img.ndim != 3 or img.shape[2] < 3:
-                continue
-            img = img[..., :3]
-            if img.dtype != np.uint8:
-                img = (img.astype(np.float32) / np.iinfo(img.dtype).max * 255 + 0.5).astype(np.uint8)
-            if any(part in downscale_jpeg_q75 for part in path.parts):
-                h, w = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
-                f = img[:h, :w].astype(np.float32)
-                img = ((f[0::2, 0::2] + f[0::2, 1::2] + f[1::2, 0::2] + f[1::2, 1::2]) / 4 + 0.5).astype(np.uint8)
-            images.append(np.ascontiguousarray(img))
-    return images
+    img = imagecodecs.imread(str(path))
+    if img.ndim != 3 or img.shape[2] < 3:
+        return None
+    img = img[..., :3]
+    if img.dtype != np.uint8:
+        img = (img.astype(np.float32) / np.iinfo(img.dtype).max * 255 + 0.5).astype(np.uint8)
+    if any(part in downscale_jpeg_q75 for part in Path(path).parts):
+        h, w = (img.shape[0] // 2) * 2, (img.shape[1] // 2) * 2
+        f = img[:h, :w].astype(np.float32)
+        img = ((f[0::2, 0::2] + f[0::2, 1::2] + f[1::2, 0::2] + f[1::2, 1::2]) / 4 + 0.5).astype(np.uint8)
+    return np.ascontiguousarray(img)
+
+
+def load_photographs(folders: list[Path], downscale_jpeg_q75: tuple[str, ...] = ("sun_hays80",)) -> list[np.ndarray]:
+    """Read every photograph under ``folders`` as uint8 (H, W, 3)."""
+    images = (read_photograph(path, downscale_jpeg_q75) for path in photograph_paths(folders))
+    return [img for img in images if img is not None]
 
 
 @dataclass
