@@ -54,16 +54,21 @@ def drift_rows(tmp_path_factory, default_session):
                        tmp_path_factory.mktemp("flat"), libraw=False, say=lambda *_: None)
 
 
-@pytest.mark.xfail(strict=True, reason="issue #10 target not met yet (benchmarks/RESULTS.md, flat-field): "
-                   "csanet-nm-c32 drifts 0.97 mean, 10.8 at most, worst in the dark at high noise")
-def test_shipped_model_keeps_flat_colours_on_every_camera_exposure_and_noise_level(drift_rows):
+def test_shipped_model_keeps_the_mean_flat_colour_on_every_camera_exposure_and_noise_level(drift_rows):
+    """The mean drift target, and against the truth never further than the sample's own noise
+    allows plus that drift."""
     rows = drift_rows
     drift = rows["rawdev"]["drift"]
     assert drift["mean"] <= ff.TARGET_MEAN, drift
-    assert drift["max"] <= ff.TARGET_MAX, drift
-    # Against the truth it is never further than the noise of the sample allows, plus the drift.
     truth, floor = rows["rawdev"]["truth"], rows[ff.FLOOR]["truth"]
     assert truth["mean"] <= floor["mean"] + ff.TARGET_MEAN
+
+
+@pytest.mark.xfail(strict=True, reason="issue #10 target not met yet (benchmarks/RESULTS.md, flat-field): the "
+                   "largest drift is 3.4 (csanet-nmlp-c32), in the dark (-6 EV) at high noise, about half of it residual "
+                   "noise clipped at black after the colour matrix")
+def test_shipped_model_keeps_every_flat_colour_within_the_largest_drift_target(drift_rows):
+    assert drift_rows["rawdev"]["drift"]["max"] <= ff.TARGET_MAX, drift_rows["rawdev"]["drift"]
 
 
 def test_default_model_drifts_less_than_its_predecessor_everywhere(drift_rows):
