@@ -190,7 +190,8 @@ def tile_sweep(path: Path, tiles: list[int], threads: int, repeats: int, pauser,
     session = make_session(path, threads)
     name = session.get_inputs()[0].name
     rng = np.random.default_rng(1)
-    inputs = {t: rng.uniform(0, 1, (1, t, t, 4)).astype(np.float32) for t in tiles}
+    planes = session.get_inputs()[0].shape[3]
+    inputs = {t: rng.uniform(0, 1, (1, t, t, planes)).astype(np.float32) for t in tiles}
     for t in tiles:  # onnxruntime plans each new shape once
         session.run(None, {name: inputs[t]})
     times: dict[int, list[float]] = {t: [] for t in tiles}
@@ -337,7 +338,6 @@ def main(argv: list[str] | None = None) -> int:
     peak = {"cores": cores, "fma_per_cycle": FMA_PER_CYCLE, "clock_mhz": mhz, "clock_source": source,
             "fma_per_s": cores * FMA_PER_CYCLE * mhz * 1e6}
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (1, args.tile, args.tile, 4)).astype(np.float32)
     out_mp = (2 * args.tile) ** 2 / 1e6
     results = []
     with pauser.session(), tempfile.TemporaryDirectory(prefix="rawdev-roofline-") as tmp:
@@ -354,15 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         combos = [(path, threads) for path in models for threads in args.threads]
         sessions = {c: make_session(*c) for c in combos}
         name = {c: sessions[c].get_inputs()[0].name for c in combos}
+        # each model's own input planes: 4 packed, or 8 with the noise sigma planes
+        inputs = {c: rng.uniform(0, 1, (1, args.tile, args.tile, sessions[c].get_inputs()[0].shape[3]))
+                  .astype(np.float32) for c in combos}
         for c in combos:
             for _ in range(args.warmup):
-                sessions[c].run(None, {name[c]: x})
+                sessions[c].run(None, {name[c]: inputs[c]})
         times: dict = {c: [] for c in combos}
         disturbed = {c: 0 for c in combos}
         for r in range(args.repeats):
             pauser.ensure(5.0 * len(combos), label=f"round {r + 1}")
             for c in combos[r % len(combos):] + combos[: r % len(combos)]:
-                seconds, foreign, used, _ = timed_clean(lambda c=c: sessions[c].run(None, {name[c]: x}),
+                seconds, foreign, used, _ = timed_clean(lambda c=c: sessions[c].run(None, {name[c]: inputs[c]}),
                                                         tries(pauser), before=lambda: time.sleep(args.settle))
                 disturbed[c] += used == tries(pauser) and foreign > 0.1
                 times[c].append(seconds)
@@ -395,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_profile:
                 threads = args.threads[0]
                 pauser.ensure(30.0, label=f"{path.name} profile")
-                prof = profile_ops(path, x, threads, args.warmup, args.repeats, Path(tmp))
+                prof = profile_ops(path, inputs[(path, args.threads[0])], threads, args.warmup, args.repeats, Path(tmp))
                 pauser.resume()
                 prof["threads_label"] = str(threads) if threads else f"default ({cores})"
                 entry["profile"] = prof

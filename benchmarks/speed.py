@@ -4,9 +4,9 @@ rawtherapee-cli and darktable-cli on the same RAW files, plus a 20-file batch.
 Every tool runs as its own process, from process start to exit, writing a 16-bit TIFF:
 
 - ``rawdev``: ``rawdev develop FILE -o DIR --overwrite`` (the default model, tile auto, 16-bit
-  TIFF with Adobe Deflate level 1 compression), blocks rendered and TIFF strips encoded while the
-  network runs on; ``rawdev-serial``: the same with ``RAWDEV_OVERLAP=0`` (each block rendered
-  between tiles, the TIFF encoded after the last tile);
+  TIFF with Adobe Deflate level 1 compression); ``rawdev-overlap``: the same with
+  ``RAWDEV_OVERLAP=1`` (blocks rendered and TIFF strips encoded while the network runs on, which
+  the default does only where the session leaves a core free);
 - ``rawpy``: ``python -c`` reading the file with rawpy, ``postprocess(demosaic_algorithm=AHD,
   output_bps=16, use_camera_wb=True)`` and writing the result with ``tifffile.imwrite``
   (uncompressed), i.e. the same interpreter start, decode and encode costs as rawdev;
@@ -72,7 +72,7 @@ from benchmarks.common import REPO, SHARED  # noqa: E402
 from rawdev import DEFAULT_MODEL  # noqa: E402
 
 DEFAULT_FILES = (SHARED / "samples" / "raw" / "imageio_Blackmagic.dng", REPO / "examples" / "chart_bayer.dng")
-TOOLS = ("rawdev", "rawdev-serial", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
+TOOLS = ("rawdev", "rawdev-overlap", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
 BINARIES = {"dcraw": "dcraw", "dcraw_emu": "dcraw_emu", "rawtherapee": "rawtherapee-cli", "darktable": "darktable-cli"}
 PACKAGES = {"dcraw": "dcraw", "dcraw_emu": "libraw-bin", "rawtherapee": "rawtherapee", "darktable": "darktable"}
 
@@ -94,12 +94,12 @@ class Tool:
     def command(self, src: Path, out_dir: Path, args) -> tuple[list[str], Path]:
         """(command, expected output file) for one input; ``out_dir`` is this tool's folder."""
         stem = src.stem
-        if self.name in ("rawdev", "rawdev-serial"):
+        if self.name in ("rawdev", "rawdev-overlap"):
             cmd = [*rawdev_command(), "develop", str(src), "-o", str(out_dir), "--overwrite", "--model", args.model]
             if args.tile:
                 cmd += ["--tile", str(args.tile)]
-            if self.name == "rawdev-serial":  # rendering and encoding after the network, not beside it
-                cmd = ["env", "RAWDEV_OVERLAP=0", *cmd]
+            if self.name == "rawdev-overlap":  # rendering and encoding beside the network, forced
+                cmd = ["env", "RAWDEV_OVERLAP=1", *cmd]
             return cmd, out_dir / f"{stem}.tif"
         if self.name == "rawpy":
             out = out_dir / f"{stem}.tif"
@@ -133,11 +133,12 @@ def find_tools(names: list[str], args) -> tuple[list[Tool], dict[str, str]]:
             tools.append(Tool(name, f"rawdev develop --model {args.model}"
                                     f"{' --tile ' + str(args.tile) if args.tile else ''} (16-bit TIFF, deflate)",
                               metadata.version("rawdev")))
-        elif name == "rawdev-serial":
+        elif name == "rawdev-overlap":
             from importlib import metadata
 
-            tools.append(Tool(name, "the same with RAWDEV_OVERLAP=0: each block rendered between tiles, the TIFF "
-                                    "encoded after the last tile", metadata.version("rawdev")))
+            tools.append(Tool(name, "the same with RAWDEV_OVERLAP=1: blocks rendered and TIFF strips encoded "
+                                    "beside the network (the default only where a core is left free)",
+                              metadata.version("rawdev")))
         elif name == "rawpy":
             tools.append(Tool(name, "rawpy imread + postprocess(AHD, output_bps=16, use_camera_wb) + "
                                     "tifffile.imwrite (uncompressed), in a python subprocess",

@@ -154,8 +154,11 @@ class RunOptions:
     # RAWDEV_DECODE_IN_PROCESS=1 sets it from outside (benchmarks/decode_isolation.py).
     decode_in_process: bool = field(default_factory=lambda: os.environ.get("RAWDEV_DECODE_IN_PROCESS") == "1")
     # Render finished blocks and encode finished TIFF strips while the network runs on (the
-    # bytes written are the same either way). RAWDEV_OVERLAP=0 turns it off: for comparisons.
-    overlap: bool = field(default_factory=lambda: os.environ.get("RAWDEV_OVERLAP", "1") != "0")
+    # bytes written are the same either way). None: only where the sessions leave a core free
+    # (rawdev.workers.overlap_pays; on 2 cores with both on the network it measured 2-5 % slower).
+    # RAWDEV_OVERLAP=1 or 0 forces it: for comparisons.
+    overlap: bool | None = field(default_factory=lambda: {"1": True, "0": False}.get(
+        os.environ.get("RAWDEV_OVERLAP", "")))
 
 
 class Reporter:
@@ -315,7 +318,8 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
                     raise DngOutputError(problem)  # before any inference
                 strips = _streamed_strips(mosaic, run)
                 developed = develop_mosaic(mosaic, model, options, reporter.tile_done, camera_rgb=dng,
-                                           on_rows=strips.rows_ready if strips else None, overlap=run.overlap)
+                                           on_rows=strips.rows_ready if strips else None,
+                                           overlap=bool(run.overlap))
             except Exception as exc:  # noqa: BLE001
                 finish(Outcome(job, "failed", _reason(exc)))
                 continue
@@ -342,7 +346,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
 def _streamed_strips(mosaic: Mosaic, run: RunOptions) -> TiffStrips | None:
     """The TIFF strips to encode while the image develops: an upright TIFF only (a rotated
     image's first strip is known only once its last tile has run)."""
-    if run.overlap and run.fmt == "tiff" and (mosaic.info.orientation or 1) == 1:
+    if run.overlap is True and run.fmt == "tiff" and (mosaic.info.orientation or 1) == 1:
         return TiffStrips(run.compression)
     return None
 

@@ -171,6 +171,10 @@ def develop(
     err.print(f"developing {len(planned)} file(s) -> {where}")
     run = RunOptions(overwrite=overwrite, fmt=fmt, compression=compression, cfa_override=cfa_override,
                      black=black, white=white, decode_timeout=decode_timeout)
+    if run.overlap is None:
+        from rawdev.workers import overlap_pays
+
+        run.overlap = overlap_pays(threads_each, workers)
     from rawdev.progress import make_reporter
 
     reporter = make_reporter(err)

@@ -232,9 +232,10 @@ def _hide_tile_bar(reporter: Reporter) -> None:
         progress.update(tiles, visible=False)
 
 
-# A file larger than this may be a 50-100 MP image: two at once would pass the memory bounds of
-# one file (benchmarks/scaling.py: about 1 GB for 100 MP), so such batches run one file at a time.
-LARGE_FILE_BYTES = 64 * 1024**2
+# A file larger than this may be a 40-100 MP image: each worker holds about 230 MB plus 8 MB per
+# megapixel (benchmarks/scaling.py's one-process figures; two workers on 9 MP: 784 MB measured), so
+# two such files at once would pass the memory bounds of one file; such batches run one at a time.
+LARGE_FILE_BYTES = 40 * 1024**2
 
 
 def batch_layout(jobs: str, threads: int, files: int, cpu_provider: bool, largest_bytes: int,
@@ -253,6 +254,14 @@ def batch_layout(jobs: str, threads: int, files: int, cpu_provider: bool, larges
     if workers == 1:
         return 1, threads
     return workers, threads or max(1, cores // workers)
+
+
+def overlap_pays(threads: int, workers: int, cores: int | None = None) -> bool:
+    """Whether rendering and encoding beside the network can win anything: only where the sessions
+    leave a core free. With every core on the network they compete with it (benchmarks/speed.py:
+    2-5 % slower on 2 cores)."""
+    cores = cores or cpu_count()
+    return 0 < threads and threads * workers < cores
 
 
 def parse_jobs(value: str) -> str:

@@ -84,3 +84,12 @@ def test_bad_files_in_a_parallel_batch_fail_alone(tmp_path, bilinear_model):
     assert result.exit_code == 1
     assert len([line for line in result.output.splitlines() if "broken.dng" in line]) >= 1
     assert len(list((tmp_path / "out").iterdir())) == 5
+
+
+def test_rendering_beside_the_network_only_where_the_sessions_leave_a_core_free():
+    from rawdev.workers import overlap_pays
+
+    assert not overlap_pays(0, 1, cores=2)  # one session on every core
+    assert not overlap_pays(1, 2, cores=2)  # one worker per core
+    assert overlap_pays(1, 1, cores=2) and overlap_pays(2, 3, cores=8)
+    assert not overlap_pays(4, 2, cores=8)
