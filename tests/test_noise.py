@@ -203,7 +203,8 @@ def test_the_noise_told_is_capped_at_the_noisiest_the_model_was_trained_on():
 def test_shipped_model_output_changes_smoothly_and_monotonically_with_the_strength(level):
     """The shipped noise-aware model on a noisy capture: the grain left (the image's pixel-to-pixel
     variation) falls as --denoise grows from 0 to 2, and no step of 0.25 in S changes the image much
-    more than the others."""
+    more than the steps beside it (no jump; at high noise most of the change comes below S = 1,
+    where the grain goes, so the steps shrink smoothly towards S = 2)."""
     from rawdev import DEFAULT_MODEL
     from rawdev.develop import develop_mosaic
     from rawdev.model import resolve_model
@@ -221,4 +222,5 @@ def test_shipped_model_output_changes_smoothly_and_monotonically_with_the_streng
     assert np.all(np.diff(grain[strengths <= 1]) < 0), grain.round(5)  # less grain at every step up to 1
     assert np.all(np.diff(grain) <= 0.03 * grain[:-1]), grain.round(5)  # and never more above it
     steps = np.array([np.abs(b - a).mean() for a, b in zip(images, images[1:])])
-    assert steps.max() <= 4 * np.median(steps), steps.round(5)
+    beside = np.minimum(np.r_[steps[1:], np.inf], np.r_[np.inf, steps[:-1]])  # the smaller neighbouring step
+    assert np.all(steps <= 2.5 * beside), steps.round(5)
