@@ -10,6 +10,7 @@ import os
 import platform
 import subprocess
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -136,3 +137,21 @@ def describe_machine(machine: dict, versions: dict) -> list[str]:
         "libraries: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v is not None),
     ]
     return lines
+
+
+class TimedCalls:
+    """Stands in for an onnxruntime InferenceSession and records the seconds of each ``run``: the
+    inference alone inside a pipeline that calls it."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, []
+
+    def run(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self.inner.run(*args, **kwargs)
+        finally:
+            self.seconds.append(time.perf_counter() - t0)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)

@@ -45,7 +45,15 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import RESULTS, SHARED, code_version, library_versions, machine_info, now  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    RESULTS,
+    SHARED,
+    TimedCalls,
+    code_version,
+    library_versions,
+    machine_info,
+    now,
+)
 
 DEFAULT_JSON = RESULTS / "cuda.json"
 SAMPLES = SHARED / "samples" / "raw"
@@ -125,20 +133,9 @@ def timed_inference(session, mosaic, options, repeats: int) -> tuple[list[float]
     """Seconds of the session calls alone and of all of develop_mosaic, per repeat; the last image."""
     from rawdev.develop import develop_mosaic
 
-    inner, calls = session.session, []
-
-    class Timed:
-        def run(self, *a, **k):
-            t0 = time.perf_counter()
-            try:
-                return inner.run(*a, **k)
-            finally:
-                calls.append(time.perf_counter() - t0)
-
-        def __getattr__(self, name):
-            return getattr(inner, name)
-
-    timed = dataclasses.replace(session, session=Timed())
+    timer = TimedCalls(session.session)
+    calls = timer.seconds
+    timed = dataclasses.replace(session, session=timer)
     develop_mosaic(mosaic, timed, options)  # warm-up: allocations, cuDNN's algorithm choice
     inference, develop, image = [], [], None
     for _ in range(repeats):

@@ -68,7 +68,7 @@ from benchmarks._measure import (  # noqa: E402
     update_results_md,
     write_json,
 )
-from benchmarks.common import REPO, SHARED  # noqa: E402
+from benchmarks.common import REPO, SHARED, TimedCalls  # noqa: E402
 from rawdev import DEFAULT_MODEL  # noqa: E402
 
 DEFAULT_FILES = (SHARED / "samples" / "raw" / "imageio_Blackmagic.dng", REPO / "examples" / "chart_bayer.dng")
@@ -268,18 +268,9 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
 
     session = open_session(resolve_model(args.model), "auto", 0)
     options = DevelopOptions(tile=args.tile)
-    calls: list[float] = []
-    inner = session.session
-
-    class Timed:
-        def run(self, *a, **k):
-            t0 = time.perf_counter()
-            try:
-                return inner.run(*a, **k)
-            finally:
-                calls.append(time.perf_counter() - t0)
-
-    session.session = Timed()
+    timer = TimedCalls(session.session)
+    calls = timer.seconds
+    session.session = timer
     stages: dict[str, list[float]] = {"read_mosaic": [], "develop_mosaic": [], "inference": [],
                                       "develop_other": [], "write_image": [], "sum": [],
                                       "overlapped_develop_write": [], "overlapped_last_write": []}

@@ -238,14 +238,21 @@ def plan_work(jobs: list[Job], overwrite: bool) -> tuple[list[Job], list[Outcome
     return todo, decided
 
 
-def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: RunOptions, reporter: Reporter,
-         decode: Callable[[Job, RunOptions], Mosaic], stop: threading.Event, worker: DecodeWorker | None) -> Summary:
+def start_batch(jobs: list[Job], overwrite: bool, reporter: Reporter) -> tuple[Summary, list[Job]]:
+    """The batch's summary with the outcomes decided before any work (reported), and the jobs to
+    develop; the reporter is told how many."""
     summary = Summary()
-    todo, decided = plan_work(jobs, run.overwrite)
+    todo, decided = plan_work(jobs, overwrite)
     for outcome in decided:
         summary.outcomes.append(outcome)
         reporter.file_done(outcome)
     reporter.start(len(todo))
+    return summary, todo
+
+
+def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: RunOptions, reporter: Reporter,
+         decode: Callable[[Job, RunOptions], Mosaic], stop: threading.Event, worker: DecodeWorker | None) -> Summary:
+    summary, todo = start_batch(jobs, run.overwrite, reporter)
 
     # One file decoded ahead and one being written while one develops: at most two mosaics and
     # two developed images are alive at once, whatever the batch's size (memory, issue #2).

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
-from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, plan_work
+from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, start_batch
 from rawdev.develop import DevelopOptions
 from rawdev.distributed import FAULT_ENV, _fault
 
@@ -95,12 +95,7 @@ def run_parallel(jobs: list[Job], model_path: Path, device: str, options: Develo
                  reporter: Reporter | None = None, workers: int = 2, threads: int = 1) -> Summary:
     """Develop ``jobs`` over ``workers`` processes with ``threads`` session threads each."""
     reporter = reporter or Reporter()
-    summary = Summary()
-    todo, decided = plan_work(jobs, run.overwrite)
-    for outcome in decided:
-        summary.outcomes.append(outcome)
-        reporter.file_done(outcome)
-    reporter.start(len(todo))
+    summary, todo = start_batch(jobs, run.overwrite, reporter)
     _hide_tile_bar(reporter)
     if not todo:
         return summary
