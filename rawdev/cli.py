@@ -86,7 +86,7 @@ def develop(
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
     from rawdev.model import ContractError
-    from rawdev.session import DeviceUnavailable, check_device, import_onnxruntime, open_session
+    from rawdev.session import PROVIDER_OF, DeviceUnavailable, check_device, import_onnxruntime, open_session
 
     err = _console(stderr=True)
     from rawdev.output import COMPRESSIONS
@@ -150,7 +150,7 @@ def develop(
             session = open_session(model_path, device, threads, spinning=len(planned) <= 1)
             opts.check_contract(options, session.contract, session.path, fmt)
             opts.check_precision(precision, session.contract, session.path)
-            on_cpu = session.providers[0] == "CPUExecutionProvider"
+            on_cpu = session.providers[0] == PROVIDER_OF["cpu"]
             workers, threads_each = batch_layout(jobs, threads, len(planned), on_cpu, _largest(planned))
         else:  # the same jobs, developed by Ray actors (rawdev/distributed.py)
             from rawdev.model import read_contract

@@ -32,12 +32,11 @@ from pathlib import Path
 
 from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, start_batch
 from rawdev.develop import DevelopOptions
-from rawdev.distributed import FAULT_ENV, _fault
+from rawdev.distributed import FAULT_ENV, _fault, _hide_tile_bar, _remove_temporary
 
 POLL_S = 0.2
 START_TIMEOUT = 120.0  # seconds for a worker to open its session
 MAX_DEATHS = 8  # replacement workers started in one batch; past it the remaining files fail
-TEMP_GLOB = ".{name}.rawdev-tmp-*"  # rawdev.output._atomic_write's temporary files
 
 
 def cpu_count() -> int:
@@ -213,18 +212,6 @@ def run_parallel(jobs: list[Job], model_path: Path, device: str, options: Develo
 
 class _Stop(Exception):
     """The batch cannot go on (the workers cannot open the model)."""
-
-
-def _remove_temporary(output: Path) -> None:
-    for tmp in output.parent.glob(TEMP_GLOB.format(name=output.name)):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-
-
-def _hide_tile_bar(reporter: Reporter) -> None:
-    progress, tiles = getattr(reporter, "progress", None), getattr(reporter, "tiles", None)
-    if progress is not None and tiles is not None:
-        progress.update(tiles, visible=False)
 
 
 # A file larger than this may be a 40-100 MP image: each worker holds about 230 MB plus 8 MB per
