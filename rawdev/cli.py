@@ -298,6 +298,9 @@ def train(
     correction_lowpass: float = typer.Option(
         0.0, help="Take the local mean (Gaussian sigma in pixels) off the network's correction, so areas keep "
         "the mosaic's own mean colour; 0 = off."),
+    n_dam: int = typer.Option(2, min=1, help="Dual attention modules in the H/4 trunk."),
+    half_depth: int = typer.Option(0, min=0, help="3x3 convolutions of width C/2 at H/2, where aliasing is resolved; "
+                                   "0 = one 1x1 fuse of width C (the shipped models up to csanet-nmlp-c32)."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
@@ -314,7 +317,7 @@ def train(
         checkpoint_every=checkpoint_every, validate_every=validate_every,
         colour_weight=colour_weight, hard_fraction=hard_fraction,
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
-        correction_lowpass=correction_lowpass,
+        correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

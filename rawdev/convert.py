@@ -61,6 +61,15 @@ class ModelSpec:
     steps: int = 0
     noise_max_shot: str = ""
     correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction
+    n_dam: int = 2  # dual attention modules in the H/4 trunk
+    half_depth: int = 0  # 3x3 convolutions at H/2 (rawdev.train.network.build_csanet)
+
+    def build(self):
+        """The untrained Keras network this spec describes."""
+        from rawdev.train.network import build_csanet
+
+        return build_csanet(self.width, self.variant, n_dam=self.n_dam, half_depth=self.half_depth,
+                            correction_lowpass=self.correction_lowpass)
 
 
 def _tf():
@@ -105,6 +114,8 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         training_data=_training_data(config),
         noise_max_shot=_noise_max_shot(config),
         correction_lowpass=float(config.get("correction_lowpass", 0.0)),
+        n_dam=int(config.get("n_dam", 2)),
+        half_depth=int(config.get("half_depth", 0)),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -130,20 +141,18 @@ def _training_data(config: dict) -> str:
 def load_keras_model(source: Path, overrides: dict | None = None, name_map: dict[str, str] | None = None):
     """Build the network and load weights from ``source``; returns (model, ModelSpec)."""
     tf = _tf()
-    from rawdev.train.network import build_csanet
-
     overrides = overrides or {}
     source = Path(source)
     if (source / "saved_model.pb").is_file():
         return _load_saved_model(source, overrides)
     if source.suffix in (".h5", ".keras") or source.name.endswith(".weights.h5"):
         spec = _spec_from(_config_near(source), overrides)
-        model = build_csanet(spec.width, spec.variant, correction_lowpass=spec.correction_lowpass)
+        model = spec.build()
         model.load_weights(str(source))
         return model, spec
     prefix, config = find_checkpoint(source)
     spec = _spec_from(config, overrides)
-    model = build_csanet(spec.width, spec.variant, correction_lowpass=spec.correction_lowpass)
+    model = spec.build()
     reader = tf.train.load_checkpoint(str(prefix))
     if name_map is not None:
         _assign_by_name_map(model, reader, name_map, prefix)

@@ -312,3 +312,23 @@ def test_a_lowpass_free_correction_takes_off_the_local_mean_and_folds_exactly():
 
     with pytest.raises(ValueError, match="bilinear base"):
         build_csanet(8, "paper", correction_lowpass=8.0)
+
+
+def test_a_deep_half_resolution_path_folds_exactly_and_warm_starts_from_the_trunk():
+    """half_depth adds 3x3 convolutions of width C/2 at H/2; the sub-pixel fold still gives the
+    same function, and a checkpoint of the shallow network seeds every layer both share."""
+    from rawdev.train.network import architecture, fold_for_inference, warm_start
+
+    deep = _randomized(build_csanet(8, "noise", n_dam=1, half_depth=2, correction_lowpass=8.0))
+    assert [layer.name for layer in deep.layers if layer.name.startswith("half_conv")] == ["half_conv1", "half_conv2"]
+    assert deep.get_layer("half_fuse").filters == 4
+    x = np.random.default_rng(2).random((1, 40, 36, 8)).astype(np.float32)
+    np.testing.assert_allclose(fold_for_inference(deep)(x).numpy(), deep(x).numpy(), atol=2e-6)
+
+    shallow = _randomized(build_csanet(8, "noise"))
+    fresh = build_csanet(8, "noise", **architecture({"n_dam": 1, "half_depth": 2, "width": 8}))
+    copied = warm_start(fresh, shallow)
+    assert {"head_down", "head_conv", "half_skip"} <= set(copied)
+    assert not {"up", "half_fuse", "rgb"} & set(copied)  # their shapes changed
+    with pytest.raises(ValueError, match="H/2 shortcut"):
+        build_csanet(8, "paper", half_depth=2)

@@ -52,6 +52,8 @@ class TrainConfig:
     dark_fraction: float = 0.0  # share of scenes 0-6 stops under the usual brightness
     max_shot: float | None = None  # top of the shot-noise range (default synth.SHOT_RANGE[1])
     correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction; 0 = off
+    n_dam: int = 2  # dual attention modules in the H/4 trunk
+    half_depth: int = 0  # 3x3 convolutions (width C/2) at H/2; 0 = the 1x1 fuse of width C
 
     @property
     def noise_input(self) -> bool:
@@ -229,7 +231,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     """Train (or resume) a CSANet; returns the run directory holding checkpoints and log.csv."""
     import tensorflow as tf
 
-    from rawdev.train.network import build_csanet
+    from rawdev.train.network import architecture, build_csanet
 
     run = Path(config.run_dir)
     run.mkdir(parents=True, exist_ok=True)
@@ -241,7 +243,7 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     cfg_path.write_text(json.dumps(asdict(config), indent=2))
 
     tf.random.set_seed(config.seed)
-    model = build_csanet(config.width, config.variant, correction_lowpass=config.correction_lowpass)
+    model = build_csanet(config.width, config.variant, **architecture(asdict(config)))
     optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate(0, config.steps))
     step_var = tf.Variable(0, dtype=tf.int64, name="step")
     samples_var = tf.Variable(0, dtype=tf.int64, name="samples")
@@ -343,7 +345,7 @@ def _warm_start(model, source: Path) -> list[str]:
     """Copy the matching layers of another run's newest checkpoint into ``model``."""
     import tensorflow as tf
 
-    from rawdev.train.network import build_csanet, warm_start
+    from rawdev.train.network import architecture, build_csanet, warm_start
 
     if source.is_dir():  # a run or checkpoint folder: its newest checkpoint
         folder = source
@@ -354,7 +356,7 @@ def _warm_start(model, source: Path) -> list[str]:
     if not prefix:
         raise FileNotFoundError(f"no checkpoint under {source}")
     other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"),
-                         correction_lowpass=cfg.get("correction_lowpass", 0.0))
+                         **architecture(cfg))
     tf.train.Checkpoint(model=other).restore(prefix).expect_partial()
     return warm_start(model, other)
 

@@ -67,9 +67,22 @@ def _dam(x, width: int, reduction: int, name: str):
     return layers.Add(name=f"{name}_out")([x, fused])
 
 
+ARCHITECTURE_KEYS = ("n_dam", "half_depth", "correction_lowpass")
+
+
+def architecture(config: dict) -> dict:
+    """The build_csanet keyword arguments beyond width and variant that a run's config.json
+    records (absent keys: the defaults, which older runs were trained with)."""
+    return {k: config[k] for k in ARCHITECTURE_KEYS if config.get(k) is not None}
+
+
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
-                 correction_lowpass: float = 0.0):
-    """Build CSANet as a Keras functional model with free spatial size."""
+                 correction_lowpass: float = 0.0, half_depth: int = 0):
+    """Build CSANet as a Keras functional model with free spatial size.
+
+    ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
+    many 3x3 convolutions with a skip round them: demosaicking's aliasing is resolved at the
+    mosaic's own resolution, which the H/4 trunk never sees. 0 is the single 1x1 fuse of width C."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     if correction_lowpass and variant == "paper":
@@ -88,11 +101,19 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
     for i in range(n_dam):
         x = _dam(x, width, reduction, name=f"dam{i + 1}")
     x = layers.Add(name="trunk_skip")([trunk, x])
-    x = layers.Conv2DTranspose(width, 3, strides=2, padding="same", activation="relu", name="up")(x)
+    if half_depth and variant == "paper":
+        raise ValueError("half_depth needs a variant with the H/2 shortcut (residual or noise)")
+    half = width // 2 if half_depth else width
+    x = layers.Conv2DTranspose(half, 3, strides=2, padding="same", activation="relu", name="up")(x)
     if variant != "paper":
         shortcut = _conv_with_noise(planes, sigma, width // 2, 3, 1, "half_skip")
         x = layers.Concatenate(name="half_cat")([x, shortcut])
-        x = layers.Conv2D(width, 1, activation="relu", name="half_fuse")(x)
+        x = layers.Conv2D(half, 1, activation="relu", name="half_fuse")(x)
+        if half_depth:
+            fused = x
+            for i in range(half_depth):
+                x = layers.Conv2D(half, 3, padding="same", activation="relu", name=f"half_conv{i + 1}")(x)
+            x = layers.Add(name="half_out")([fused, x])
     x = _depth_to_space(x, "d2s")
     if variant == "paper":
         rgb = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb")(x)
@@ -256,8 +277,8 @@ def fold_for_inference(model):
     rgb = model.get_layer("rgb")
     kernel, bias = rgb.get_weights()
     residual = "residual_out" in [layer.name for layer in model.layers]
-    trunk_end = model.get_layer("half_fuse" if residual else "up").output
     names = [layer.name for layer in model.layers]
+    trunk_end = model.get_layer(next(n for n in ("half_out", "half_fuse", "up") if n in names)).output
     packed = model.get_layer("planes").output if "planes" in names else model.input
     head = layers.Conv2D(12, 3, padding="same", name="rgb_subpixel")
     x = head(trunk_end)
