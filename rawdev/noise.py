@@ -40,23 +40,25 @@ class NoiseModel:
 
 
 def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0,
-                ceiling: NoiseModel | None = None) -> np.ndarray:
+                ceiling: NoiseModel | None = None, out: np.ndarray | None = None) -> np.ndarray:
     """Noise standard deviation of each packed sample, in the units of the white-balanced input:
     ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength, and at most
-    the ``ceiling`` model's (the noisiest a model was trained on)."""
+    the ``ceiling`` model's (the noisiest a model was trained on). Written into ``out`` if given.
+
+    Both sigmas grow with the signal, so the smaller is taken of the variances and one square
+    root serves both: this runs on every tile."""
     g = np.asarray(gains, np.float32)
-    signal = np.maximum(planes, 0.0)
+    signal = np.maximum(planes, np.float32(0.0))
 
-    def sigma_of(model: NoiseModel) -> np.ndarray:
-        var = signal * (np.float32(model.shot) * g) + np.float32(model.read) * g * g
-        return np.sqrt(var, dtype=np.float32)
+    def variance(model: NoiseModel, factor: float = 1.0) -> np.ndarray:
+        var = signal * (np.float32(model.shot * factor) * g)
+        var += np.float32(model.read * factor) * g * g
+        return var
 
-    sigma = sigma_of(noise)
-    if strength != 1.0:
-        sigma *= np.float32(strength)
+    var = variance(noise, strength * strength)
     if ceiling is not None:
-        np.minimum(sigma, sigma_of(ceiling), out=sigma)
-    return sigma
+        np.minimum(var, variance(ceiling), out=var)
+    return np.sqrt(var, out=out)
 
 
 def read_level(shot: float | np.ndarray) -> np.ndarray:
