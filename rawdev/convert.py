@@ -297,7 +297,7 @@ def keras_to_onnx(model, spec: ModelSpec, fixed_shape: tuple[int, int] | None = 
 # Graph rewrites after tf2onnx. Each pass is exact (same arithmetic up to float summation order)
 # and changes the graph in place; each returns how many places it rewrote.
 
-GRAPH_PASSES = ("subpixel", "split_concat", "nhwc_depth_to_space")
+GRAPH_PASSES = ("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass")
 UNARY_ELEMENTWISE = {"Relu", "Sigmoid", "Tanh", "LeakyRelu", "Elu", "Selu", "HardSigmoid", "Softplus", "Clip"}
 
 
@@ -307,7 +307,8 @@ def rewrite_graph(proto, passes: tuple[str, ...] = GRAPH_PASSES) -> dict[str, in
 
     - ``subpixel``: :func:`convtranspose_to_subpixel`, then :func:`depth_to_space_after_activation`;
     - ``split_concat``: :func:`split_concat_conv`;
-    - ``nhwc_depth_to_space``: :func:`depth_to_space_nhwc`.
+    - ``nhwc_depth_to_space``: :func:`depth_to_space_nhwc`;
+    - ``lowpass``: :func:`separable_lowpass_normalizer`, then :func:`broadcast_lowpass_subtract`.
     """
     unknown = set(passes) - set(GRAPH_PASSES)
     if unknown:
@@ -320,6 +321,9 @@ def rewrite_graph(proto, passes: tuple[str, ...] = GRAPH_PASSES) -> dict[str, in
         done["split_concat"] = split_concat_conv(proto)
     if "nhwc_depth_to_space" in passes:
         done["nhwc_depth_to_space"] = depth_to_space_nhwc(proto)
+    if "lowpass" in passes:
+        done["lowpass_normalizer"] = separable_lowpass_normalizer(proto)
+        done["lowpass_subtract"] = broadcast_lowpass_subtract(proto)
     _Graph(proto).drop_unused_initializers()
     return done
 
@@ -613,6 +617,160 @@ def depth_to_space_nhwc(proto) -> int:
         replacements[i] = new
     g.replace_nodes(replacements)
     return len([k for k, v in replacements.items() if v])
+
+
+def _producer(g: _Graph, tensor: str):
+    return next((n for n in g.graph.node if tensor in n.output), None)
+
+
+def _through_transpose(g: _Graph, node):
+    """``node``'s sole consumer if that is a Transpose, else None."""
+    users = g.consumers(node.output[0])
+    return users[0] if len(users) == 1 and users[0].op_type == "Transpose" else None
+
+
+def separable_lowpass_normalizer(proto) -> int:
+    """The normalised blur of rawdev.train.network._normalized_blur, as tf2onnx writes it:
+
+        Concat(x, ones) -> Conv(K x 1, group 2C) -> Conv(1 x K, group 2C) -> Slice, Slice
+        [-> Transposes to NHWC] -> Div [-> Transpose back]
+
+    becomes the blur of x's C channels alone divided by the blur of ones, computed as the
+    product of a column and a row: zero padding makes the blurred ones separable, n(y, x) =
+    n_rows(y) * n_cols(x), so a (1, 1, H, W) product of two 1-D blurs replaces C blurred planes of
+    ones, and no transposes remain. The function is the same to float rounding."""
+    from onnx import numpy_helper
+
+    g = _Graph(proto)
+    replacements: dict[int, list] = {}
+    for concat in list(g.graph.node):
+        if concat.op_type != "Concat" or len(concat.input) != 2 or g.attrs(concat).get("axis") != 1:
+            continue
+        ones = _producer(g, concat.input[1])
+        if ones is not None and ones.op_type == "Transpose":
+            ones = _producer(g, ones.input[0])
+        if ones is None or ones.op_type != "ConstantOfShape":
+            continue
+        value = g.attrs(ones).get("value")
+        if value is None or not np.all(numpy_helper.to_array(value) == 1):
+            continue
+        rows = g.consumers(concat.output[0])
+        cols = g.consumers(rows[0].output[0]) if len(rows) == 1 else []
+        if len(rows) != 1 or len(cols) != 1 or rows[0].op_type != "Conv" or cols[0].op_type != "Conv":
+            continue
+        rows, cols = rows[0], cols[0]
+        w_rows, w_cols = g.array(rows.input[1]), g.array(cols.input[1])
+        two_c = int(g.attrs(rows).get("group", 1))
+        if (w_rows is None or w_cols is None or len(rows.input) > 2 or len(cols.input) > 2 or two_c % 2
+                or two_c != int(g.attrs(cols).get("group", 1)) or w_rows.shape[0] != two_c
+                or w_rows.shape[3] != 1 or w_cols.shape[2] != 1
+                or not (np.all(w_rows == w_rows[:1]) and np.all(w_cols == w_cols[:1]))):
+            continue
+        c = two_c // 2
+        slices = g.consumers(cols.output[0])
+        if len(slices) != 2 or any(n.op_type != "Slice" for n in slices):
+            continue
+        ends = [(n, _through_transpose(g, n)) for n in slices]
+        divs = {id(d): d for n, t in ends for d in g.consumers((t or n).output[0]) if d.op_type == "Div"}
+        if len(divs) != 1:
+            continue
+        div = next(iter(divs.values()))
+        by_output = {(t or n).output[0]: (n, t) for n, t in ends}
+        if set(div.input) != set(by_output) or len(set(div.input)) != 2:
+            continue
+        numerator, _ = by_output[div.input[0]]
+        starts = g.array(numerator.input[1])
+        if starts is None or starts.tolist() != [0]:
+            continue
+        transposed = [t for _, t in ends if t is not None]
+        back = _through_transpose(g, div)
+        if transposed and (len(transposed) != 2 or back is None
+                           or any(list(g.attrs(t)["perm"]) != [0, 2, 3, 1] for t in transposed)
+                           or list(g.attrs(back)["perm"]) != [0, 3, 1, 2]):
+            continue
+        result = back.output[0] if transposed else div.output[0]
+        x = concat.input[0]
+        stem = g.fresh("lowpass")
+        node = g.node
+
+        def ints(label: str, values: list[int], stem: str = stem) -> str:
+            return g.const(f"{stem}_{label}", np.array(values, np.int64))
+
+        one = numpy_helper.from_array(np.ones(1, np.float32))
+        blur_rows, blur, shape, hh, ww, col_shape, row_shape, col_ones, row_ones, n_rows, n_cols, norm = (
+            g.fresh(f"{stem}_{k}") for k in ("blur_rows", "blur", "shape", "h", "w", "col_shape", "row_shape",
+                                             "col_ones", "row_ones", "n_rows", "n_cols", "norm"))
+        rows_pads, cols_pads = g.attrs(rows).get("pads", [0] * 4), g.attrs(cols).get("pads", [0] * 4)
+        new = [
+            node("Conv", [x, g.const(f"{stem}_w_rows", w_rows[:c])], blur_rows, group=c, pads=rows_pads),
+            node("Conv", [blur_rows, g.const(f"{stem}_w_cols", w_cols[:c])], blur, group=c, pads=cols_pads),
+            node("Shape", [x], shape),
+            node("Gather", [shape, ints("i_h", [2])], hh, axis=0),
+            node("Gather", [shape, ints("i_w", [3])], ww, axis=0),
+            node("Concat", [ints("n_c", [1, 1]), hh, ints("one", [1])], col_shape, axis=0),
+            node("Concat", [ints("n_c_1", [1, 1, 1]), ww], row_shape, axis=0),
+            node("ConstantOfShape", [col_shape], col_ones, value=one),
+            node("ConstantOfShape", [row_shape], row_ones, value=one),
+            node("Conv", [col_ones, g.const(f"{stem}_w_rows_1", w_rows[:1])], n_rows, pads=rows_pads),
+            node("Conv", [row_ones, g.const(f"{stem}_w_cols_1", w_cols[:1])], n_cols, pads=cols_pads),
+            node("Mul", [n_rows, n_cols], norm),
+            node("Div", [blur, norm], result),
+        ]
+        gone = [concat, rows, cols, *slices, *transposed, div, *([back] if transposed else [])]
+        if _producer(g, concat.input[1]) is not ones:
+            gone.append(_producer(g, concat.input[1]))
+        if len(g.consumers(ones.output[0])) == 1:
+            gone.append(ones)
+        for n in gone:
+            replacements[g.index(n)] = []
+        replacements[g.index(div)] = new
+    g.replace_nodes(replacements)
+    _drop_dead_nodes(g)
+    return sum(1 for v in replacements.values() if v)
+
+
+def broadcast_lowpass_subtract(proto) -> int:
+    """Sub(a, Conv1x1(lp, spread)) where the spread copies lp's C channels to each of a's K/C
+    sub-pixel blocks (the low-pass free correction) -> Sub of a viewed as (N, K/C, C, H*W) and lp
+    as (N, 1, C, H*W): a broadcast instead of a convolution that writes K channels."""
+    g = _Graph(proto)
+    replacements: dict[int, list] = {}
+    for sub in list(g.graph.node):
+        if sub.op_type != "Sub":
+            continue
+        spread = _producer(g, sub.input[1])
+        if spread is None or spread.op_type != "Conv" or len(spread.input) != 2:
+            continue
+        w = g.array(spread.input[1])
+        if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or len(g.consumers(spread.output[0])) != 1:
+            continue
+        k, c = w.shape[:2]
+        if k % c or not np.array_equal(w[:, :, 0, 0], np.tile(np.eye(c, dtype=w.dtype), (k // c, 1))):
+            continue
+        stem = g.fresh("lowpass_sub")
+        a5, lp5, diff, shape = (g.fresh(f"{stem}_{x}") for x in ("a", "lp", "diff", "shape"))
+        blocks = g.const(f"{stem}_blocks", np.array([0, k // c, c, -1], np.int64))
+        single = g.const(f"{stem}_single", np.array([0, 1, c, -1], np.int64))
+        replacements[g.index(spread)] = []
+        replacements[g.index(sub)] = [
+            g.node("Reshape", [sub.input[0], blocks], a5),
+            g.node("Reshape", [spread.input[0], single], lp5),
+            g.node("Sub", [a5, lp5], diff),
+            g.node("Shape", [sub.input[0]], shape),
+            g.node("Reshape", [diff, shape], sub.output[0]),
+        ]
+    g.replace_nodes(replacements)
+    return len(replacements) // 2
+
+
+def _drop_dead_nodes(g: _Graph) -> None:
+    """Remove nodes whose outputs nothing reads (what a rewrite left behind)."""
+    while True:
+        used = {n for node in g.graph.node for n in node.input} | {o.name for o in g.graph.output}
+        dead = [i for i, node in enumerate(g.graph.node) if not any(o in used for o in node.output)]
+        if not dead:
+            return
+        g.replace_nodes({i: [] for i in dead})
 
 
 def input_planes(variant: str) -> int:

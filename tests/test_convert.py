@@ -67,12 +67,32 @@ def test_a_lowpass_free_run_converts_from_its_config_with_parity(tmp_path):
     run = _save_run(tmp_path, model, "noise", 8, correction_lowpass=8.0)
     report = convert_checkpoint(run, tmp_path / "m.onnx")
     assert report.max_abs_diff <= 1e-4
-    x = np.random.default_rng(0).random((1, 26, 34, 8), dtype=np.float32)
-    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+    # the blur of ones became a product of two 1-D blurs, and the spread a broadcast
+    assert report.rewrites["lowpass_normalizer"] == 1 and report.rewrites["lowpass_subtract"] == 1
+    assert report.ops["ConstantOfShape"] == 2 and "Transpose" not in _ops_after("Div", tmp_path / "m.onnx")
+    for x in (np.random.default_rng(0).random((1, 26, 34, 8), dtype=np.float32),
+              np.random.default_rng(1).random((2, 4, 6, 8), dtype=np.float32)):
+        np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
     # the same weights without the option in the config are another function: it is not ignored
     (run / "config.json").write_text(json.dumps({"variant": "noise", "width": 8}))
     with pytest.raises(ConversionError):
         convert_checkpoint(run, tmp_path / "other.onnx")
+
+
+def _ops_after(op: str, path) -> set[str]:
+    """The op types of the nodes that read a node of type ``op``'s output."""
+    graph = onnx.load(str(path)).graph
+    outputs = {o for n in graph.node if n.op_type == op for o in n.output}
+    return {n.op_type for n in graph.node if outputs & set(n.input)}
+
+
+def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_parity(tmp_path):
+    model = _trained_like(8, "noise", n_dam=1, half_depth=2, correction_lowpass=8.0)
+    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, half_depth=2, correction_lowpass=8.0)
+    report = convert_checkpoint(run, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+    x = np.random.default_rng(4).random((1, 22, 18, 8), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
 
 
 def test_foreign_checkpoint_converts_through_a_name_map(tmp_path):
