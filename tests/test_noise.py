@@ -48,6 +48,25 @@ def test_estimate_recovers_the_known_noise_of_synthetic_captures(level, seed):
     assert est.shot == pytest.approx(shot, rel=0.15)
 
 
+def test_a_large_capture_is_estimated_from_bands_as_well_as_a_small_one_from_all_its_rows():
+    """Planes taller than ESTIMATE_ROWS are sampled in evenly spaced bands (the estimate's cost
+    stays that of about 768 rows whatever the image's size); the bands still see every level."""
+    from rawdev.noise import ESTIMATE_ROWS
+
+    cap = Unprocessor(3).capture(smooth_scene(2 * ESTIMATE_ROWS + 400, 1200, seed=3), RGGB,
+                                 shot=NOISE_LEVELS["medium"])
+    est = estimate_noise(cap.raw, 2, np.full((2, 2), cap.black), cap.white)
+    truth = NoiseModel(cap.shot, cap.read)
+    for x in (0.05, 0.2, 0.5):
+        assert est.sigma(x) == pytest.approx(truth.sigma(x), rel=0.12), x
+
+
+def test_the_quantile_ratio_is_the_simulated_one():
+    from rawdev.noise import QUANTILE_RATIO, quantile_ratio_of_white_noise
+
+    assert quantile_ratio_of_white_noise() == pytest.approx(QUANTILE_RATIO, abs=5e-5)
+
+
 def test_estimate_on_photographs_stays_within_texture_bias():
     """kodak24's textured photographs raise the estimate (texture looks like noise), never lower it
     much; the bias shrinks as the noise grows. Measured: sigma at 0.2 is 1.1-2.1x at low noise,
