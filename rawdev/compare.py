@@ -20,17 +20,14 @@ Gaussian window 11, sigma 1.5) of each channel, their mean and of luma Y'; mean 
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import typer
 
-from rawdev import DEFAULT_MODEL, metrics
-from rawdev import options as opts
+from rawdev import metrics
 
 IMAGE_SUFFIXES = {".tif", ".tiff", ".png", ".jpg", ".jpeg", ".jpe"}
 ASPECT_TOLERANCE = 0.05  # relative difference of width/height beyond which a pair is refused
@@ -668,99 +665,3 @@ def render_table(results: list[PairResult]):
 
 # ---------------------------------------------------------------------------------------------
 # Command
-
-
-def register(app: typer.Typer) -> None:
-    """Add the ``compare`` command to the CLI."""
-
-    @app.command("compare")
-    def compare(
-        candidate: Path = typer.Argument(
-            ..., help="RAW file (developed here) or developed image (TIFF, PNG, JPEG), or a folder of them."
-        ),
-        reference: Path = typer.Argument(..., help="Reference image (TIFF, PNG, JPEG), or a folder of them."),
-        as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON instead of a table."),
-        align: bool = typer.Option(True, "--align/--no-align", help="Find and undo a small global shift."),
-        border: int = typer.Option(0, help="Leave N pixels out on each side before scoring."),
-        model: opts.Model = DEFAULT_MODEL,
-        device: opts.Device = "auto",
-        precision: opts.Precision = "auto",
-        threads: opts.Threads = 0,
-        wb: opts.WhiteBalance = "camera",
-        exposure: opts.Exposure = "auto",
-        look: opts.Look = "default",
-        quad_bayer: opts.QuadBayer = "bin",
-        cfa: opts.CFAOverride = None,
-        black: opts.Black = None,
-        white: opts.White = None,
-        tile: opts.Tile = "auto",
-        overlap: opts.Overlap = 16,
-    ) -> None:
-        """Score a developed RAW file (or an image) against a reference: PSNR, SSIM, CIEDE2000.
-
-        Geometry is matched first and every step reported: orientation tags, a common size (area
-        average by an integer factor, Lanczos-3 otherwise), centre crop, sub-pixel alignment.
-        Pairs whose aspect ratios differ by more than 5% are refused. Two folders are paired by
-        file name stem (RAW files first; a folder may be compared with itself) and the means
-        close the table. Exit code 1 when a pair failed, 2 for usage errors.
-        """
-        from rich.markup import escape
-
-        from rawdev.cfa import CFAError
-        from rawdev.cli import _console, usage_error
-        from rawdev.model import ContractError
-        from rawdev.session import DeviceUnavailable
-
-        err = _console(stderr=True)
-        if border < 0:
-            raise usage_error(f"--border {border}: give 0 or more pixels")
-        try:
-            options = opts.develop_options(wb, quad_bayer, exposure, look, tile, overlap)
-            cfa_override = opts.cfa_option(cfa)
-            opts.check_values(threads, black, white)
-            choice = opts.model_choice(model, precision)
-        except (ValueError, CFAError) as exc:
-            raise usage_error(str(exc)) from None
-        try:
-            plan = plan_pairs(candidate, reference)
-        except UsageError as exc:
-            raise usage_error(str(exc)) from None
-        developer = Developer(model, device, threads, options, cfa_override, black, white)
-        if any(is_raw(c) for c, _, error in plan.pairs if error is None):
-            try:
-                developer.model = str(opts.pick_model(choice, device))  # a shipped model's sha256 checked
-                developer.open()
-                opts.check_precision(precision, developer.session.contract, developer.session.path)
-            except (ContractError, DeviceUnavailable, ValueError) as exc:
-                raise usage_error(str(exc)) from None
-            s = developer.session
-            err.print(escape(opts.session_line(s)))
-
-        results = []
-        for cand, ref, error in plan.pairs:
-            if error is not None:
-                result = PairResult(cand.stem, cand, ref, error=error)
-            else:
-                result = compare_pair(cand, ref, developer, align, border)  # type: ignore[arg-type]
-            results.append(result)
-            if result.ok:
-                geo = result.geometry
-                steps = "; ".join(geo.steps) if geo and geo.steps else "same size, no change"
-                err.print(escape(f"{result.name}: {steps}; scored {geo.size[0]}x{geo.size[1]}" if geo else result.name))
-            else:
-                err.print(f"[red]failed:[/red] {escape(str(result.error))}")
-        if plan.ignored:
-            err.print(escape(f"ignored (a RAW file has the same name): {', '.join(p.name for p in plan.ignored)}"))
-        if plan.unpaired_candidates:
-            err.print(escape(f"unpaired, no reference: {', '.join(p.name for p in plan.unpaired_candidates)}"))
-        if plan.unpaired_references:
-            err.print(escape(f"unpaired, no candidate: {', '.join(p.name for p in plan.unpaired_references)}"))
-
-        if as_json:
-            typer.echo(json.dumps(to_json(results, plan), indent=2))
-        else:
-            _console().print(render_table(results))
-        failed = sum(not r.ok for r in results)
-        if failed and len(results) > 1:
-            err.print(f"{len(results) - failed} pair(s) scored, {failed} failed")
-        raise typer.Exit(1 if failed else 0)

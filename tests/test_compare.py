@@ -340,3 +340,15 @@ def test_raw_file_is_developed_and_scored(tmp_path, bilinear_model):
     # A RAW file cannot be the reference.
     result, _ = run_json(shoot / "s.png", shoot / "s.dng", *opts)
     assert result.exit_code == 1 and "cannot be the reference" in result.stderr
+
+
+def test_the_pipeline_module_does_not_know_the_command_line():
+    """Layers point one way: rawdev.cli holds the compare command and imports rawdev.compare
+    when it runs; rawdev.compare imports neither the CLI nor typer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rawdev.compare; bad = [m for m in ('rawdev.cli', 'typer') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr

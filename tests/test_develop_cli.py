@@ -317,7 +317,9 @@ def test_an_overlap_of_half_the_tile_is_accepted(inputs, tmp_path, bilinear_mode
     assert result.exit_code == 0, result.output
 
 
-HEAVY_MODULES = ("onnx", "tensorflow", "tf2onnx", "matplotlib", "ray", "rawdev.quantize", "onnxruntime.quantization")
+# pydantic: typer 0.29 builds an adapter per parameter with it (0.18 s a start), hence typer<0.29
+HEAVY_MODULES = ("onnx", "tensorflow", "tf2onnx", "matplotlib", "ray", "rawdev.quantize", "onnxruntime.quantization",
+                 "pydantic")
 
 
 def test_develop_imports_neither_onnx_nor_the_training_and_cluster_libraries(tmp_path):
