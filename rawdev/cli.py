@@ -129,13 +129,8 @@ def develop(
         files = collect_inputs(inputs, recursive, include_png=True)
     except InputError as exc:
         raise usage_error(str(exc)) from None
-    if output is not None:
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
-        if not _writable(output):
-            raise usage_error(f"output folder {output} is not writable; choose another -o")
+    if output is not None and (problem := _output_folder_problem(output)):
+        raise usage_error(problem)
     planned = plan_jobs(files, output, fmt, recursive)
     from rawdev.distributed import ClusterUnavailable, RayPool
 
@@ -161,6 +156,13 @@ def develop(
             pool = RayPool.start(ray, model_path, device, threads, files=len(planned))
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
+    if output is not None:  # only now: a refused model or device leaves nothing behind
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
+        if not _writable(output):
+            raise usage_error(f"output folder {output} is not writable; choose another -o")
     from rich.markup import escape
 
     line = opts.session_line(session) if pool is None else pool.describe()
@@ -326,6 +328,23 @@ def _largest(jobs) -> int:
     """Bytes of the largest input that exists (a missing one fails as its own job)."""
     sizes = [j.source.stat().st_size for j in jobs if j.source.is_file()]
     return max(sizes, default=0)
+
+
+def _output_folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot become the output folder, found without creating anything: it or its
+    nearest existing parent must be a folder this process may write into."""
+    import os
+
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"cannot create output folder {folder}: {existing} is not a folder"
+    if existing == folder:
+        return None if _writable(folder) else f"output folder {folder} is not writable; choose another -o"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"cannot create output folder {folder}: {existing} is not writable; choose another -o"
+    return None
 
 
 def _writable(folder: Path) -> bool:

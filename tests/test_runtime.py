@@ -64,6 +64,23 @@ def test_cuda_without_cuda_is_refused_in_one_line_naming_the_gpu_extra_before_an
     assert not out.exists()  # not even the output folder
 
 
+def test_a_device_that_fails_when_the_session_opens_leaves_no_output_folder(dng, tmp_path, bilinear_model,
+                                                                             monkeypatch):
+    """onnxruntime-gpu offers CUDA, but the session cannot use it (no driver or libraries): the
+    refusal comes after the device check, and still before anything is created."""
+    import rawdev.session
+
+    def no_cuda(*args, **kwargs):
+        raise rawdev.session.DeviceUnavailable("device 'cuda': onnxruntime could not load the CUDA libraries")
+
+    monkeypatch.setattr(rawdev.session, "open_session", no_cuda)
+    out = tmp_path / "new" / "out"
+    result = CliRunner().invoke(app, ["develop", str(dng), "-o", str(out), "--model", str(bilinear_model)])
+    assert result.exit_code == 2, result.output
+    assert "could not load the CUDA libraries" in result.output
+    assert not (tmp_path / "new").exists()
+
+
 def test_compare_refuses_cuda_without_cuda_the_same_way(cpu_build, dng, bilinear_model):
     result = CliRunner().invoke(app, ["compare", str(dng), str(ROOT / "examples" / "chart_reference.png"),
                                       "--device", "cuda", "--model", str(bilinear_model)])
