@@ -284,7 +284,7 @@ def train(
     batch: int = typer.Option(16, help="Batch size."),
     patch: int = typer.Option(128, help="Training crop size in output pixels."),
     data: list[Path] = typer.Option([Path("../shared/data/train")], help="Folders of training photographs."),
-    val: Path | None = typer.Option(Path("../shared/data/val/cbsd68"), help="Held-out validation photographs."),
+    val: str = typer.Option("../shared/data/val/cbsd68", help="Held-out validation photographs ('' for none)."),
     pairs: tuple[Path, Path] | None = typer.Option(None, help="RAW_DIR RGB_DIR of real aligned pairs (srgb model)."),
     vgg_weights: Path | None = typer.Option(None, help="VGG-19 weights file for the perceptual term."),
     checkpoint_every: int = typer.Option(500, help="Steps between checkpoints."),
@@ -312,7 +312,7 @@ def train(
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
     config = TrainConfig(
         str(run_dir), variant=variant, width=width, steps=steps, batch=batch, patch=patch, seed=seed,
-        train_dirs=[str(d) for d in data], val_dir=str(val) if val else "",
+        train_dirs=[str(d) for d in data], val_dir=val.strip(),
         pairs=(str(pairs[0]), str(pairs[1])) if pairs else None,
         output_space="srgb" if pairs else "linear",
         vgg_weights=str(vgg_weights) if vgg_weights else None,

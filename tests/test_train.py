@@ -1,5 +1,7 @@
 """The network, the synthetic data, the loss, and a short real train -> convert -> develop run."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -332,3 +334,15 @@ def test_a_deep_half_resolution_path_folds_exactly_and_warm_starts_from_the_trun
     assert not {"up", "half_fuse", "rgb"} & set(copied)  # their shapes changed
     with pytest.raises(ValueError, match="H/2 shortcut"):
         build_csanet(8, "paper", half_depth=2)
+
+
+def test_an_empty_val_means_no_validation_not_the_current_folder(tmp_path, monkeypatch):
+    data = _photos(tmp_path / "photos", 3, 96, 0)
+    monkeypatch.chdir(data)  # photographs here: "--val ''" must not read them
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", str(run), "--data", str(data), "--val", "", "--width", "8", "--batch", "2",
+                              "--patch", "32", "--steps", "2", "--checkpoint-every", "2", "--validate-every", "2"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "config.json").read_text())["val_dir"] == ""
+    last = (run / "log.csv").read_text().strip().splitlines()[-1].split(",")
+    assert last[0] == "2" and last[6] == ""  # no validation PSNR
