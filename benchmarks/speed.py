@@ -4,7 +4,8 @@ rawtherapee-cli and darktable-cli on the same RAW files, plus a 20-file batch.
 Every tool runs as its own process, from process start to exit, writing a 16-bit TIFF:
 
 - ``rawdev``: ``rawdev develop FILE -o DIR --overwrite`` (the default model, tile auto, 16-bit
-  TIFF with Adobe Deflate level 1 compression); ``rawdev-overlap``: the same with
+  TIFF, uncompressed as the default is); ``rawdev-deflate``: the same with ``--compression deflate``
+  (Adobe Deflate level 1); ``rawdev-overlap``: the default with
   ``RAWDEV_OVERLAP=1`` (blocks rendered and TIFF strips encoded while the network runs on, which
   the default does only where the session leaves a core free);
 - ``rawpy``: ``python -c`` reading the file with rawpy, ``postprocess(demosaic_algorithm=AHD,
@@ -72,7 +73,8 @@ from benchmarks.common import REPO, SHARED, TimedCalls  # noqa: E402
 from rawdev import DEFAULT_MODEL  # noqa: E402
 
 DEFAULT_FILES = (SHARED / "samples" / "raw" / "imageio_Blackmagic.dng", REPO / "examples" / "chart_bayer.dng")
-TOOLS = ("rawdev", "rawdev-overlap", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
+RAWDEV_ROWS = ("rawdev", "rawdev-deflate", "rawdev-overlap")
+TOOLS = ("rawdev", "rawdev-deflate", "rawdev-overlap", "rawpy", "dcraw", "dcraw_emu", "rawtherapee", "darktable")
 BINARIES = {"dcraw": "dcraw", "dcraw_emu": "dcraw_emu", "rawtherapee": "rawtherapee-cli", "darktable": "darktable-cli"}
 PACKAGES = {"dcraw": "dcraw", "dcraw_emu": "libraw-bin", "rawtherapee": "rawtherapee", "darktable": "darktable"}
 
@@ -94,10 +96,12 @@ class Tool:
     def command(self, src: Path, out_dir: Path, args) -> tuple[list[str], Path]:
         """(command, expected output file) for one input; ``out_dir`` is this tool's folder."""
         stem = src.stem
-        if self.name in ("rawdev", "rawdev-overlap"):
+        if self.name in RAWDEV_ROWS:
             cmd = [*rawdev_command(), "develop", str(src), "-o", str(out_dir), "--overwrite", "--model", args.model]
             if args.tile:
                 cmd += ["--tile", str(args.tile)]
+            if self.name == "rawdev-deflate":
+                cmd += ["--compression", "deflate"]
             if self.name == "rawdev-overlap":  # rendering and encoding beside the network, forced
                 cmd = ["env", "RAWDEV_OVERLAP=1", *cmd]
             return cmd, out_dir / f"{stem}.tif"
@@ -131,7 +135,12 @@ def find_tools(names: list[str], args) -> tuple[list[Tool], dict[str, str]]:
             from importlib import metadata
 
             tools.append(Tool(name, f"rawdev develop --model {args.model}"
-                                    f"{' --tile ' + str(args.tile) if args.tile else ''} (16-bit TIFF, deflate)",
+                                    f"{' --tile ' + str(args.tile) if args.tile else ''} (16-bit TIFF, uncompressed)",
+                              metadata.version("rawdev")))
+        elif name == "rawdev-deflate":
+            from importlib import metadata
+
+            tools.append(Tool(name, "the same with --compression deflate (Adobe Deflate level 1, predictor)",
                               metadata.version("rawdev")))
         elif name == "rawdev-overlap":
             from importlib import metadata
@@ -262,17 +271,18 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
     """read_mosaic, develop_mosaic (and its session calls alone) and write_image, in this process."""
     from rawdev.develop import DevelopOptions, develop_mosaic
     from rawdev.model import resolve_model
-    from rawdev.output import TiffStrips, apply_orientation, write_image
+    from rawdev.output import COMPRESSIONS, TiffStrips, apply_orientation, write_image
     from rawdev.raw import read_mosaic
     from rawdev.session import open_session
 
+    compression = COMPRESSIONS["tiff"][0]  # what develop writes by default
     session = open_session(resolve_model(args.model), "auto", 0)
     options = DevelopOptions(tile=args.tile)
     timer = TimedCalls(session.session)
     calls = timer.seconds
     session.session = timer
     stages: dict[str, list[float]] = {"read_mosaic": [], "develop_mosaic": [], "inference": [],
-                                      "develop_other": [], "write_image": [], "sum": [],
+                                      "develop_other": [], "write_image": [], "write_image_deflate": [], "sum": [],
                                       "overlapped_develop_write": [], "overlapped_last_write": []}
     tiles = None
     with tempfile.TemporaryDirectory(prefix="rawdev-speed-") as tmp:
@@ -287,21 +297,23 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
                 calls.clear()
                 developed = develop_mosaic(mosaic, session, options, overlap=False)
                 t2 = time.perf_counter()
-                write_image(target, apply_orientation(developed.image, mosaic.info.orientation or 1), mosaic.info,
-                            fmt="tiff")
+                upright = apply_orientation(developed.image, mosaic.info.orientation or 1)
+                write_image(target, upright, mosaic.info, fmt="tiff", compression=compression)
                 t3 = time.perf_counter()
+                write_image(target, upright, mosaic.info, fmt="tiff", compression="deflate")
+                deflate = time.perf_counter() - t3
                 infer = sum(calls)
                 # The same with rendering and strip encoding beside the network (what develop does).
-                strips = TiffStrips("deflate") if (mosaic.info.orientation or 1) == 1 else None
+                strips = TiffStrips(compression) if (mosaic.info.orientation or 1) == 1 else None
                 t4 = time.perf_counter()
                 overlapped = develop_mosaic(mosaic, session, options, on_rows=strips.rows_ready if strips else None)
                 t5 = time.perf_counter()
                 write_image(target, apply_orientation(overlapped.image, mosaic.info.orientation or 1), mosaic.info,
-                            fmt="tiff", compression="deflate", strips=strips)
+                            fmt="tiff", compression=compression, strips=strips)
                 t6 = time.perf_counter()
-                return t0, t1, t2, t3, infer, developed, t6 - t4, t6 - t5
+                return t0, t1, t2, t3, infer, developed, t6 - t4, t6 - t5, deflate
 
-            _, foreign, attempts, (t0, t1, t2, t3, infer, developed, both, last) = timed_clean(
+            _, foreign, attempts, (t0, t1, t2, t3, infer, developed, both, last, deflate) = timed_clean(
                 once, tries(pauser), before=lambda r=r: pauser.ensure(15.0, label=f"stages {r + 1}"))
             disturbed += attempts == 3 and foreign > 0.1
             tiles = (developed.tiles, list(developed.tile_shape))
@@ -310,6 +322,7 @@ def in_process_stages(path: Path, args, pauser, say) -> dict:
             stages["inference"].append(infer)
             stages["develop_other"].append(t2 - t1 - infer)
             stages["write_image"].append(t3 - t2)
+            stages["write_image_deflate"].append(deflate)
             stages["sum"].append(t3 - t0)
             stages["overlapped_develop_write"].append(both)
             stages["overlapped_last_write"].append(last)
@@ -426,8 +439,10 @@ def markdown(report: dict) -> str:
                      f"read_mosaic {s['read_mosaic']['median']:.2f} s, "
                      f"develop_mosaic {s['develop_mosaic']['median']:.2f} s "
                      f"(of which onnxruntime inference {s['inference']['median']:.2f} s, tiling/blending/rendering "
-                     f"{s['develop_other']['median']:.2f} s), write_image {s['write_image']['median']:.2f} s; "
-                     f"sum {s['sum']['median']:.2f} s.")
+                     f"{s['develop_other']['median']:.2f} s), write_image {s['write_image']['median']:.2f} s"
+                     + (f" (with --compression deflate {s['write_image_deflate']['median']:.2f} s)"
+                        if "write_image_deflate" in s else "")
+                     + f"; sum {s['sum']['median']:.2f} s.")
         if "overlapped_develop_write" in s:
             both, last = s["overlapped_develop_write"]["median"], s["overlapped_last_write"]["median"]
             serial = s["develop_mosaic"]["median"] + s["write_image"]["median"]

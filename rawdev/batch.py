@@ -144,7 +144,7 @@ def check_job(job: Job, overwrite: bool, inputs: set[Path]) -> Outcome | None:
 class RunOptions:
     overwrite: bool = False
     fmt: str = "tiff"
-    compression: str = "deflate"  # rawdev.output.write_image's compression
+    compression: str = "none"  # rawdev.output.write_image's compression (COMPRESSIONS[fmt][0] from the CLI)
     cfa_override: object = None
     black: float | None = None
     white: float | None = None

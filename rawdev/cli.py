@@ -60,9 +60,10 @@ def develop(
     fmt: str = typer.Option("tiff", "--format", "-f", help="tiff, png, or dng (linear camera RGB for a raw "
                             "editor: {stem}.rawdev.dng)."),
     bits: int = typer.Option(16, help="Bits per channel: 8 or 16."),
-    compression: str | None = typer.Option(None, help="TIFF: deflate (default), zstd, lzw or none (always with "
-                                           "the predictor; zstd is fastest but not every reader has it). "
-                                           "PNG: deflate (default) or none. DNG: none."),
+    compression: str | None = typer.Option(None, help="TIFF: none (default, as dcraw, RawTherapee and Lightroom "
+                                           "write), deflate (about 20 % smaller, 0.45 s more per 9 MP), zstd or "
+                                           "lzw, always with the predictor (zstd is fast but not every reader has "
+                                           "it). PNG: deflate (default) or none. DNG: none."),
     wb: opts.WhiteBalance = "camera",
     exposure: opts.Exposure = "auto",
     look: opts.Look = "default",

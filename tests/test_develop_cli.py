@@ -114,6 +114,8 @@ def test_tiff_compression_is_chosen_and_the_pixels_are_the_same(inputs, tmp_path
         page = tif.pages[0]
         assert page.compression == tag and (tag == 1 or page.predictor == 2)
         assert np.array_equal(page.asarray(), read_tiff(reference / "bayer.tif"))
+    with tifffile.TiffFile(reference / "bayer.tif") as tif:  # the default: uncompressed, as dcraw -T writes
+        assert tif.pages[0].compression == 1
 
 
 def test_orientation_is_applied(tmp_path, bilinear_model):
@@ -287,7 +289,7 @@ def test_read_only_output_folder_is_a_usage_error(inputs, tmp_path, bilinear_mod
         (["--look", "vivid"], "--look 'vivid'"),
         (["--exposure", "bright"], "--exposure 'bright'"),
         (["--device", "tpu"], "unknown device 'tpu'"),
-        (["--compression", "jpeg"], "--compression 'jpeg': for TIFF choose deflate, zstd, lzw, none"),
+        (["--compression", "jpeg"], "--compression 'jpeg': for TIFF choose none, deflate, zstd, lzw"),
         (["-f", "png", "--compression", "zstd"], "--compression 'zstd': for PNG choose deflate, none"),
         # values that ran for minutes (the tiler stepped by 2 samples) or failed every file
         (["--overlap", "100000"], "--overlap 100000: at most half the tile (256 packed samples with --tile auto)"),
