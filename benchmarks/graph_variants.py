@@ -80,8 +80,8 @@ VARIANTS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "split-concat": (("split_concat",), "Concat + 1x1 Conv -> sum of 1x1 Convs"),
     "subpixel+nhwc-d2s": (("subpixel", "nhwc_depth_to_space"), "sub-pixel Conv, channels-last depth-to-space"),
     "subpixel+split": (("subpixel", "split_concat"), "sub-pixel Conv + DepthToSpace, Concat split"),
-    "rawdev": (("subpixel", "split_concat", "nhwc_depth_to_space"),
-               "all three passes: what rawdev convert-weights writes"),
+    "rawdev": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass"),
+               "every pass: what rawdev convert-weights writes"),
     REFERENCE: (None, "reference: no boundary Transposes, NCHW input and output (another interface)"),
 }
 

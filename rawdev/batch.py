@@ -19,7 +19,7 @@ from pathlib import Path
 from rawdev.decode import DEFAULT_DECODE_TIMEOUT, DecodeCancelled, DecodeWorker, acquire_worker, release_worker
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.dng_output import DngOutputError, LinearImage, dng_problem, write_linear_dng
-from rawdev.output import TiffStrips, apply_orientation, write_image
+from rawdev.output import COMPRESSIONS, TiffStrips, apply_orientation, write_image
 from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
 from rawdev.session import ModelSession
 
@@ -144,7 +144,7 @@ def check_job(job: Job, overwrite: bool, inputs: set[Path]) -> Outcome | None:
 class RunOptions:
     overwrite: bool = False
     fmt: str = "tiff"
-    compression: str = "none"  # rawdev.output.write_image's compression (COMPRESSIONS[fmt][0] from the CLI)
+    compression: str | None = None  # rawdev.output.write_image's; None: the format's default (COMPRESSIONS)
     cfa_override: object = None
     black: float | None = None
     white: float | None = None
@@ -159,6 +159,10 @@ class RunOptions:
     # RAWDEV_OVERLAP=1 or 0 forces it: for comparisons.
     overlap: bool | None = field(default_factory=lambda: {"1": True, "0": False}.get(
         os.environ.get("RAWDEV_OVERLAP", "")))
+
+    def __post_init__(self) -> None:
+        if self.compression is None:
+            self.compression = COMPRESSIONS.get(self.fmt, ("none",))[0]
 
 
 class Reporter:
@@ -353,7 +357,7 @@ def _run(jobs: list[Job], model: ModelSession, options: DevelopOptions, run: Run
 def _streamed_strips(mosaic: Mosaic, run: RunOptions) -> TiffStrips | None:
     """The TIFF strips to encode while the image develops: an upright TIFF only (a rotated
     image's first strip is known only once its last tile has run)."""
-    if run.overlap is True and run.fmt == "tiff" and (mosaic.info.orientation or 1) == 1:
+    if run.overlap is True and run.fmt == "tiff" and run.compression != "none" and (mosaic.info.orientation or 1) == 1:
         return TiffStrips(run.compression)
     return None
 

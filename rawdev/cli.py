@@ -158,12 +158,17 @@ def develop(
     except (ContractError, DeviceUnavailable, ClusterUnavailable, ValueError) as exc:
         raise usage_error(str(exc)) from None
     if output is not None:  # only now: a refused model or device leaves nothing behind
+        problem = None
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise usage_error(f"cannot create output folder {output}: {exc.strerror or exc}") from None
-        if not _writable(output):
-            raise usage_error(f"output folder {output} is not writable; choose another -o")
+            problem = f"cannot create output folder {output}: {exc.strerror or exc}"
+        if problem is None and not _writable(output):
+            problem = f"output folder {output} is not writable; choose another -o"
+        if problem:
+            if pool is not None:
+                pool.close()
+            raise usage_error(problem)
     from rich.markup import escape
 
     line = opts.session_line(session) if pool is None else pool.describe()
@@ -311,6 +316,11 @@ def train(
         from rawdev.train.loop import train as run_training
     except ImportError as exc:
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
+    if half_depth and variant == "paper":
+        raise usage_error("--half-depth needs the H/2 shortcut of --variant residual or noise")
+    if width % (8 if half_depth else 4):
+        raise usage_error(f"--width {width}: give a multiple of {8 if half_depth else 4} "
+                          f"(the {'C/2 ' if half_depth else ''}channels go through a 2x2 depth-to-space)")
     config = TrainConfig(
         str(run_dir), variant=variant, width=width, steps=steps, batch=batch, patch=patch, seed=seed,
         train_dirs=[str(d) for d in data], val_dir=val.strip(),

@@ -662,6 +662,3 @@ def render_table(results: list[PairResult]):
         table.add_row(*_row(f"mean ({sum(r.ok for r in results)})", mean, ""))
     return table
 
-
-# ---------------------------------------------------------------------------------------------
-# Command

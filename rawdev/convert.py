@@ -10,7 +10,8 @@ full-resolution tail is folded to half resolution, an exact re-parameterization 
 the memory traffic of inference (benchmarks/RESULTS.md). After conversion, :func:`rewrite_graph`
 replaces what onnxruntime runs slowly by exact equivalents (the stride-2 transposed convolution as a
 sub-pixel convolution, depth-to-space through channels-last transposes, concatenations before 1x1
-convolutions as sums); benchmarks/graph_variants.py measures them against the other graphs.
+convolutions as sums, the low-pass free correction's normalised blur without transposes);
+benchmarks/graph_variants.py measures them against the other graphs.
 """
 
 from __future__ import annotations
@@ -629,19 +630,56 @@ def _through_transpose(g: _Graph, node):
     return users[0] if len(users) == 1 and users[0].op_type == "Transpose" else None
 
 
+def _plain_conv(g: _Graph, node, inputs: int = 2) -> bool:
+    """A Conv with ``inputs`` inputs, constant weights, unit strides and dilations and explicit
+    pads (what the lowpass rewrites rebuild: they copy only group and pads)."""
+    if node is None or node.op_type != "Conv" or len(node.input) != inputs or g.array(node.input[1]) is None:
+        return False
+    a = g.attrs(node)
+    return (a.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET") and all(v == 1 for v in a.get("strides", [1]))
+            and all(v == 1 for v in a.get("dilations", [1])))
+
+
+def _channel_slice(g: _Graph, node) -> tuple[int, int] | None:
+    """(start, end) of a Slice along axis 1 with step 1, else None."""
+    if node.op_type != "Slice" or len(node.input) < 4:
+        return None
+    starts, ends, axes = (g.array(n) for n in node.input[1:4])
+    steps = g.array(node.input[4]) if len(node.input) > 4 else np.array([1])
+    if any(v is None for v in (starts, ends, axes, steps)) or axes.tolist() != [1] or steps.tolist() != [1]:
+        return None
+    return int(starts[0]), int(ends[0])
+
+
+def _ones_like(g: _Graph, ones, x: str) -> bool:
+    """Whether ConstantOfShape ``ones`` takes its shape from ``x`` (directly or through a Gather
+    of Shape(x), tf2onnx's ones_like of a channels-last view)."""
+    source = _producer(g, ones.input[0])
+    if source is not None and source.op_type == "Gather":
+        source = _producer(g, source.input[0])
+    return source is not None and source.op_type == "Shape" and source.input[0] == x
+
+
+def _only_reader(g: _Graph, tensor: str, node) -> bool:
+    users = g.consumers(tensor)
+    return len(users) == 1 and users[0] is node and not g.is_output(tensor)
+
+
 def separable_lowpass_normalizer(proto) -> int:
     """The normalised blur of rawdev.train.network._normalized_blur, as tf2onnx writes it:
 
-        Concat(x, ones) -> Conv(K x 1, group 2C) -> Conv(1 x K, group 2C) -> Slice, Slice
+        Concat(x, ones) -> Conv(K x 1, group 2C) -> Conv(1 x K, group 2C) -> Slice [:C], Slice [C:]
         [-> Transposes to NHWC] -> Div [-> Transpose back]
 
     becomes the blur of x's C channels alone divided by the blur of ones, computed as the
     product of a column and a row: zero padding makes the blurred ones separable, n(y, x) =
     n_rows(y) * n_cols(x), so a (1, 1, H, W) product of two 1-D blurs replaces C blurred planes of
-    ones, and no transposes remain. The function is the same to float rounding."""
+    ones, and no transposes remain. The function is the same to float rounding. What the new
+    nodes replace is left unread and removed."""
     from onnx import numpy_helper
 
     g = _Graph(proto)
+    channels = g.channels(proto)
     replacements: dict[int, list] = {}
     for concat in list(g.graph.node):
         if concat.op_type != "Concat" or len(concat.input) != 2 or g.attrs(concat).get("axis") != 1:
@@ -649,47 +687,51 @@ def separable_lowpass_normalizer(proto) -> int:
         ones = _producer(g, concat.input[1])
         if ones is not None and ones.op_type == "Transpose":
             ones = _producer(g, ones.input[0])
-        if ones is None or ones.op_type != "ConstantOfShape":
-            continue
-        value = g.attrs(ones).get("value")
+        value = g.attrs(ones).get("value") if ones is not None and ones.op_type == "ConstantOfShape" else None
         if value is None or not np.all(numpy_helper.to_array(value) == 1):
             continue
         rows = g.consumers(concat.output[0])
         cols = g.consumers(rows[0].output[0]) if len(rows) == 1 else []
-        if len(rows) != 1 or len(cols) != 1 or rows[0].op_type != "Conv" or cols[0].op_type != "Conv":
+        if len(rows) != 1 or len(cols) != 1 or not _plain_conv(g, rows[0]) or not _plain_conv(g, cols[0]):
             continue
         rows, cols = rows[0], cols[0]
         w_rows, w_cols = g.array(rows.input[1]), g.array(cols.input[1])
         two_c = int(g.attrs(rows).get("group", 1))
-        if (w_rows is None or w_cols is None or len(rows.input) > 2 or len(cols.input) > 2 or two_c % 2
-                or two_c != int(g.attrs(cols).get("group", 1)) or w_rows.shape[0] != two_c
-                or w_rows.shape[3] != 1 or w_cols.shape[2] != 1
+        c = two_c // 2
+        x = concat.input[0]
+        if (two_c % 2 or channels.get(x) != c or not _ones_like(g, ones, x)
+                or int(g.attrs(cols).get("group", 1)) != two_c or w_rows.shape[:2] != (two_c, 1)
+                or w_cols.shape[:2] != (two_c, 1) or w_rows.shape[3] != 1 or w_cols.shape[2] != 1
                 or not (np.all(w_rows == w_rows[:1]) and np.all(w_cols == w_cols[:1]))):
             continue
-        c = two_c // 2
         slices = g.consumers(cols.output[0])
-        if len(slices) != 2 or any(n.op_type != "Slice" for n in slices):
+        if len(slices) != 2 or g.is_output(cols.output[0]):
+            continue
+        ranges = [_channel_slice(g, n) for n in slices]
+        if None in ranges:
             continue
         ends = [(n, _through_transpose(g, n)) for n in slices]
         divs = {id(d): d for n, t in ends for d in g.consumers((t or n).output[0]) if d.op_type == "Div"}
         if len(divs) != 1:
             continue
         div = next(iter(divs.values()))
-        by_output = {(t or n).output[0]: (n, t) for n, t in ends}
+        by_output = {(t or n).output[0]: (n, t, r) for (n, t), r in zip(ends, ranges)}
         if set(div.input) != set(by_output) or len(set(div.input)) != 2:
             continue
-        numerator, _ = by_output[div.input[0]]
-        starts = g.array(numerator.input[1])
-        if starts is None or starts.tolist() != [0]:
+        top, bottom = by_output[div.input[0]][2], by_output[div.input[1]][2]
+        if top != (0, c) or bottom[0] != c or bottom[1] < two_c:
+            continue
+        if not all(_only_reader(g, n.output[0], t or div) and (t is None or _only_reader(g, t.output[0], div))
+                   for n, t in ends):
             continue
         transposed = [t for _, t in ends if t is not None]
         back = _through_transpose(g, div)
-        if transposed and (len(transposed) != 2 or back is None
+        if transposed and (len(transposed) != 2 or back is None or g.is_output(div.output[0])
                            or any(list(g.attrs(t)["perm"]) != [0, 2, 3, 1] for t in transposed)
                            or list(g.attrs(back)["perm"]) != [0, 3, 1, 2]):
             continue
-        result = back.output[0] if transposed else div.output[0]
-        x = concat.input[0]
+        final = back if transposed else div
+        result = final.output[0]
         stem = g.fresh("lowpass")
         node = g.node
 
@@ -701,7 +743,7 @@ def separable_lowpass_normalizer(proto) -> int:
             g.fresh(f"{stem}_{k}") for k in ("blur_rows", "blur", "shape", "h", "w", "col_shape", "row_shape",
                                              "col_ones", "row_ones", "n_rows", "n_cols", "norm"))
         rows_pads, cols_pads = g.attrs(rows).get("pads", [0] * 4), g.attrs(cols).get("pads", [0] * 4)
-        new = [
+        replacements[g.index(final)] = [
             node("Conv", [x, g.const(f"{stem}_w_rows", w_rows[:c])], blur_rows, group=c, pads=rows_pads),
             node("Conv", [blur_rows, g.const(f"{stem}_w_cols", w_cols[:c])], blur, group=c, pads=cols_pads),
             node("Shape", [x], shape),
@@ -716,17 +758,9 @@ def separable_lowpass_normalizer(proto) -> int:
             node("Mul", [n_rows, n_cols], norm),
             node("Div", [blur, norm], result),
         ]
-        gone = [concat, rows, cols, *slices, *transposed, div, *([back] if transposed else [])]
-        if _producer(g, concat.input[1]) is not ones:
-            gone.append(_producer(g, concat.input[1]))
-        if len(g.consumers(ones.output[0])) == 1:
-            gone.append(ones)
-        for n in gone:
-            replacements[g.index(n)] = []
-        replacements[g.index(div)] = new
     g.replace_nodes(replacements)
     _drop_dead_nodes(g)
-    return sum(1 for v in replacements.values() if v)
+    return len(replacements)
 
 
 def broadcast_lowpass_subtract(proto) -> int:
@@ -734,24 +768,26 @@ def broadcast_lowpass_subtract(proto) -> int:
     sub-pixel blocks (the low-pass free correction) -> Sub of a viewed as (N, K/C, C, H*W) and lp
     as (N, 1, C, H*W): a broadcast instead of a convolution that writes K channels."""
     g = _Graph(proto)
+    channels = g.channels(proto)
     replacements: dict[int, list] = {}
     for sub in list(g.graph.node):
         if sub.op_type != "Sub":
             continue
         spread = _producer(g, sub.input[1])
-        if spread is None or spread.op_type != "Conv" or len(spread.input) != 2:
+        if not _plain_conv(g, spread) or int(g.attrs(spread).get("group", 1)) != 1:
             continue
         w = g.array(spread.input[1])
-        if w is None or w.ndim != 4 or w.shape[2:] != (1, 1) or len(g.consumers(spread.output[0])) != 1:
+        if (w.ndim != 4 or w.shape[2:] != (1, 1) or any(g.attrs(spread).get("pads", [0]))
+                or not _only_reader(g, spread.output[0], sub)):
             continue
         k, c = w.shape[:2]
-        if k % c or not np.array_equal(w[:, :, 0, 0], np.tile(np.eye(c, dtype=w.dtype), (k // c, 1))):
+        if (k % c or channels.get(sub.input[0]) != k or channels.get(spread.input[0]) != c
+                or not np.array_equal(w[:, :, 0, 0], np.tile(np.eye(c, dtype=w.dtype), (k // c, 1)))):
             continue
         stem = g.fresh("lowpass_sub")
         a5, lp5, diff, shape = (g.fresh(f"{stem}_{x}") for x in ("a", "lp", "diff", "shape"))
         blocks = g.const(f"{stem}_blocks", np.array([0, k // c, c, -1], np.int64))
         single = g.const(f"{stem}_single", np.array([0, 1, c, -1], np.int64))
-        replacements[g.index(spread)] = []
         replacements[g.index(sub)] = [
             g.node("Reshape", [sub.input[0], blocks], a5),
             g.node("Reshape", [spread.input[0], single], lp5),
@@ -760,7 +796,8 @@ def broadcast_lowpass_subtract(proto) -> int:
             g.node("Reshape", [diff, shape], sub.output[0]),
         ]
     g.replace_nodes(replacements)
-    return len(replacements) // 2
+    _drop_dead_nodes(g)
+    return len(replacements)
 
 
 def _drop_dead_nodes(g: _Graph) -> None:

@@ -10,10 +10,12 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from rawdev.convert import (
+    broadcast_lowpass_subtract,
     convtranspose_to_subpixel,
     depth_to_space_after_activation,
     depth_to_space_nhwc,
     rewrite_graph,
+    separable_lowpass_normalizer,
     split_concat_conv,
     subpixel_weights,
 )
@@ -22,12 +24,14 @@ from rawdev.model import WEIGHTS_DIR
 TOLERANCE = 1e-5
 
 
-def _model(nodes, inits: dict[str, np.ndarray], channels: int, output_rank: int = 4):
+def _model(nodes, inits: dict[str, np.ndarray], channels: int, output_rank: int = 4,
+           int_inits: dict[str, list[int]] | None = None):
     graph = helper.make_graph(
         nodes, "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", channels, "h", "w"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None] * output_rank)],
-        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()],
+        [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()]
+        + [numpy_helper.from_array(np.array(v, np.int64), k) for k, v in (int_inits or {}).items()],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -180,6 +184,69 @@ def test_crd_depth_to_space_is_left_alone():
     after = _copy(before)
     assert depth_to_space_nhwc(after) == 0
     _same_function(before, after, 8)
+
+
+def _normalized_blur(channels: int = 3, radius: int = 4, ones_from_x: bool = True):
+    """What tf2onnx writes for network._normalized_blur, NCHW: x and ones like x concatenated,
+    a K x 1 and a 1 x K depthwise blur, then the data half divided by the ones half."""
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / (radius / 3)) ** 2)
+    taps /= taps.sum()
+    k, c2 = len(taps), 2 * channels
+    one = numpy_helper.from_array(np.ones(1, np.float32))
+    nodes = [
+        helper.make_node("Shape", ["x" if ones_from_x else "x2"], ["s"]),
+        helper.make_node("ConstantOfShape", ["s"], ["ones"], value=one),
+        helper.make_node("Concat", ["x", "ones"], ["xo"], axis=1),
+        helper.make_node("Conv", ["xo", "wr"], ["b1"], group=c2, pads=[radius, 0, radius, 0]),
+        helper.make_node("Conv", ["b1", "wc"], ["b2"], group=c2, pads=[0, radius, 0, radius]),
+        helper.make_node("Slice", ["b2", "zero", "c", "axis"], ["num"]),
+        helper.make_node("Slice", ["b2", "c", "big", "axis"], ["den"]),
+        helper.make_node("Div", ["num", "den"], ["y"]),
+    ]
+    if not ones_from_x:
+        nodes.insert(0, helper.make_node("Concat", ["x", "x"], ["x2"], axis=1))
+    inits = {"wr": np.tile(taps.reshape(1, 1, k, 1), (c2, 1, 1, 1)),
+             "wc": np.tile(taps.reshape(1, 1, 1, k), (c2, 1, 1, 1))}
+    return _model(nodes, inits, channels, int_inits={"zero": [0], "c": [channels], "big": [2**31 - 1], "axis": [1]})
+
+
+def test_normalized_blur_divides_by_a_product_of_two_1d_blurs():
+    before = _normalized_blur()
+    after = _copy(before)
+    assert separable_lowpass_normalizer(after) == 1
+    ops = _ops(after)
+    assert ops.count("ConstantOfShape") == 2 and "Slice" not in ops
+    # the data blur runs on C channels, the normaliser on one
+    groups = sorted(int(helper.get_attribute_value(a)) for n in after.graph.node if n.op_type == "Conv"
+                    for a in n.attribute if a.name == "group")
+    assert groups == [3, 3]
+    _same_function(before, after, 3, shapes=((1, 7, 9), (2, 12, 5), (1, 2, 2)))
+
+
+def test_a_blur_whose_second_half_is_not_ones_like_the_input_is_left_alone():
+    model = _normalized_blur(ones_from_x=False)  # the ones are shaped like another tensor: not provably x's
+    assert separable_lowpass_normalizer(model) == 0
+
+
+def _spread_and_subtract(copy: bool = True):
+    """a (12 channels) minus the 1x1 spread of its 3-channel mean to each of the 4 sub-pixel blocks."""
+    gather = np.tile(np.eye(3), (4, 1))
+    spread = gather if copy else gather * np.arange(1, 13)[:, None]
+    nodes = [helper.make_node("Conv", ["x", "wm"], ["m"]), helper.make_node("Conv", ["m", "ws"], ["s"]),
+             helper.make_node("Sub", ["x", "s"], ["y"])]
+    return _model(nodes, {"wm": (gather.T / 4)[:, :, None, None], "ws": spread[:, :, None, None]}, 12)
+
+
+def test_spread_and_subtract_becomes_a_broadcast():
+    before = _spread_and_subtract()
+    after = _copy(before)
+    assert broadcast_lowpass_subtract(after) == 1
+    assert _ops(after).count("Conv") == 1
+    _same_function(before, after, 12)
+
+
+def test_a_spread_that_is_not_a_copy_is_left_alone():
+    assert broadcast_lowpass_subtract(_spread_and_subtract(copy=False)) == 0
 
 
 def test_unknown_pass_is_refused():

@@ -48,7 +48,7 @@ def test_estimate_recovers_the_known_noise_of_synthetic_captures(level, seed):
     assert est.shot == pytest.approx(shot, rel=0.15)
 
 
-def test_a_large_capture_is_estimated_from_bands_as_well_as_a_small_one_from_all_its_rows():
+def test_a_large_capture_is_estimated_from_evenly_spaced_bands_within_the_same_bounds():
     """Planes taller than ESTIMATE_ROWS are sampled in evenly spaced bands (the estimate's cost
     stays that of about 768 rows whatever the image's size); the bands still see every level."""
     from rawdev.noise import ESTIMATE_ROWS
