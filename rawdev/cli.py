@@ -309,6 +309,8 @@ def train(
     n_dam: int = typer.Option(2, min=1, help="Dual attention modules in the H/4 trunk."),
     half_depth: int = typer.Option(0, min=0, help="3x3 convolutions of width C/2 at H/2, where aliasing is resolved; "
                                    "0 = one 1x1 fuse of width C (the shipped models up to csanet-nmlp-c32)."),
+    half_branch: int = typer.Option(0, min=0, help="3x3 convolutions of width C/2 in a residual branch on the H/2 "
+                                    "fuse, its output initialised to zero (warm-starts from a model without it)."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
@@ -316,8 +318,10 @@ def train(
         from rawdev.train.loop import train as run_training
     except ImportError as exc:
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
-    if half_depth and variant == "paper":
-        raise usage_error("--half-depth needs the H/2 shortcut of --variant residual or noise")
+    if (half_depth or half_branch) and variant == "paper":
+        raise usage_error("--half-depth and --half-branch need the H/2 shortcut of --variant residual or noise")
+    if half_depth and half_branch:
+        raise usage_error("--half-depth and --half-branch: choose one")
     if width % (8 if half_depth else 4):
         raise usage_error(f"--width {width}: give a multiple of {8 if half_depth else 4} "
                           f"(the {'C/2 ' if half_depth else ''}channels go through a 2x2 depth-to-space)")
@@ -330,7 +334,7 @@ def train(
         checkpoint_every=checkpoint_every, validate_every=validate_every,
         colour_weight=colour_weight, hard_fraction=hard_fraction,
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
-        correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth,
+        correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth, half_branch=half_branch,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

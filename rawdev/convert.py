@@ -64,13 +64,14 @@ class ModelSpec:
     correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction
     n_dam: int = 2  # dual attention modules in the H/4 trunk
     half_depth: int = 0  # 3x3 convolutions at H/2 (rawdev.train.network.build_csanet)
+    half_branch: int = 0  # 3x3 convolutions in a residual branch at H/2
 
     def build(self):
         """The untrained Keras network this spec describes."""
         from rawdev.train.network import build_csanet
 
         return build_csanet(self.width, self.variant, n_dam=self.n_dam, half_depth=self.half_depth,
-                            correction_lowpass=self.correction_lowpass)
+                            half_branch=self.half_branch, correction_lowpass=self.correction_lowpass)
 
 
 def _tf():
@@ -115,8 +116,9 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         training_data=_training_data(config),
         noise_max_shot=_noise_max_shot(config),
         correction_lowpass=float(config.get("correction_lowpass", 0.0)),
-        n_dam=int(config.get("n_dam", 2)),
-        half_depth=int(config.get("half_depth", 0)),
+        n_dam=int(config.get("n_dam") or 2),
+        half_depth=int(config.get("half_depth") or 0),
+        half_branch=int(config.get("half_branch") or 0),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -346,3 +346,21 @@ def test_an_empty_val_means_no_validation_not_the_current_folder(tmp_path, monke
     assert json.loads((run / "config.json").read_text())["val_dir"] == ""
     last = (run / "log.csv").read_text().strip().splitlines()[-1].split(",")
     assert last[0] == "2" and last[6] == ""  # no validation PSNR
+
+
+def test_a_half_resolution_branch_starts_as_the_network_without_it_and_folds_exactly():
+    """half_branch adds a residual branch at H/2 whose output starts at zero: warm-started from a
+    network without it, the function is that network's until training moves it."""
+    from rawdev.train.network import fold_for_inference, warm_start
+
+    plain = _randomized(build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0), seed=3)
+    branched = build_csanet(8, "noise", n_dam=1, half_branch=1, correction_lowpass=8.0)
+    copied = warm_start(branched, plain)
+    assert "half_fuse" in copied and "rgb" in copied and "half_branch1" not in copied
+    x = np.random.default_rng(5).random((1, 24, 28, 8)).astype(np.float32)
+    np.testing.assert_allclose(branched(x).numpy(), plain(x).numpy(), atol=1e-6)
+    trained = _randomized(branched, seed=4)
+    assert np.abs(trained(x).numpy() - plain(x).numpy()).max() > 1e-3
+    np.testing.assert_allclose(fold_for_inference(trained)(x).numpy(), trained(x).numpy(), atol=2e-6)
+    with pytest.raises(ValueError, match="not both"):
+        build_csanet(8, "noise", half_depth=1, half_branch=1)

@@ -54,6 +54,7 @@ class TrainConfig:
     correction_lowpass: float = 0.0  # sigma (px) of the local mean taken off the correction; 0 = off
     n_dam: int = 2  # dual attention modules in the H/4 trunk
     half_depth: int = 0  # 3x3 convolutions (width C/2) at H/2; 0 = the 1x1 fuse of width C
+    half_branch: int = 0  # 3x3 convolutions (width C/2) in a zero-initialised residual branch at H/2
 
     @property
     def noise_input(self) -> bool:

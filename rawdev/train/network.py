@@ -67,7 +67,7 @@ def _dam(x, width: int, reduction: int, name: str):
     return layers.Add(name=f"{name}_out")([x, fused])
 
 
-ARCHITECTURE_KEYS = ("n_dam", "half_depth", "correction_lowpass")
+ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "correction_lowpass")
 
 
 def architecture(config: dict) -> dict:
@@ -77,12 +77,16 @@ def architecture(config: dict) -> dict:
 
 
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
-                 correction_lowpass: float = 0.0, half_depth: int = 0):
+                 correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0):
     """Build CSANet as a Keras functional model with free spatial size.
 
     ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
     many 3x3 convolutions with a skip round them: demosaicking's aliasing is resolved at the
-    mosaic's own resolution, which the H/4 trunk never sees. 0 is the single 1x1 fuse of width C."""
+    mosaic's own resolution, which the H/4 trunk never sees. 0 is the single 1x1 fuse of width C.
+
+    ``half_branch`` > 0 keeps that fuse and adds a residual branch on it at H/2 (1x1 to C/2, that
+    many 3x3 convolutions of width C/2, 1x1 back to C, the last initialised to zero): a network
+    without the branch is where training starts, so a shipped checkpoint warm-starts it whole."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     if correction_lowpass and variant == "paper":
@@ -101,8 +105,10 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
     for i in range(n_dam):
         x = _dam(x, width, reduction, name=f"dam{i + 1}")
     x = layers.Add(name="trunk_skip")([trunk, x])
-    if half_depth and variant == "paper":
-        raise ValueError("half_depth needs a variant with the H/2 shortcut (residual or noise)")
+    if (half_depth or half_branch) and variant == "paper":
+        raise ValueError("half_depth and half_branch need a variant with the H/2 shortcut (residual or noise)")
+    if half_depth and half_branch:
+        raise ValueError("choose half_depth or half_branch, not both")
     half = width // 2 if half_depth else width
     x = layers.Conv2DTranspose(half, 3, strides=2, padding="same", activation="relu", name="up")(x)
     if variant != "paper":
@@ -114,6 +120,12 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
             for i in range(half_depth):
                 x = layers.Conv2D(half, 3, padding="same", activation="relu", name=f"half_conv{i + 1}")(x)
             x = layers.Add(name="half_out")([fused, x])
+        if half_branch:
+            b = layers.Conv2D(width // 2, 1, activation="relu", name="half_branch_in")(x)
+            for i in range(half_branch):
+                b = layers.Conv2D(width // 2, 3, padding="same", activation="relu", name=f"half_branch{i + 1}")(b)
+            b = layers.Conv2D(width, 1, kernel_initializer="zeros", name="half_branch_out")(b)
+            x = layers.Add(name="half_out")([x, b])
     x = _depth_to_space(x, "d2s")
     if variant == "paper":
         rgb = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb")(x)
