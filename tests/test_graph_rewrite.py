@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from rawdev import DEFAULT_MODEL
 from rawdev.convert import (
     broadcast_lowpass_subtract,
     convtranspose_to_subpixel,
@@ -254,9 +255,10 @@ def test_unknown_pass_is_refused():
         rewrite_graph(_convtranspose(3, 2, (0, 0, 1, 1)), ("fold",))
 
 
-def test_shipped_model_is_already_rewritten():
-    """The shipped model went through every pass: running them again changes nothing."""
-    model = onnx.load(str(WEIGHTS_DIR / "csanet-res-c32.onnx"))
+@pytest.mark.parametrize("name", ["csanet-res-c32", DEFAULT_MODEL])
+def test_shipped_model_is_already_rewritten(name):
+    """The shipped models went through every pass: running them again changes nothing."""
+    model = onnx.load(str(WEIGHTS_DIR / f"{name}.onnx"))
     ops = _ops(model)
     assert not {"ConvTranspose", "DepthToSpace"} & set(ops)
     again = _copy(model)
