@@ -446,9 +446,10 @@ def markdown(report: dict) -> str:
         if "overlapped_develop_write" in s:
             both, last = s["overlapped_develop_write"]["median"], s["overlapped_last_write"]["median"]
             serial = s["develop_mosaic"]["median"] + s["write_image"]["median"]
-            lines.append(f"With rendering and strip encoding beside the network (what develop does): develop + "
-                         f"write {both:.2f} s against {serial:.2f} s serial ({both / serial:.2f}x), of which "
-                         f"{last:.2f} s after the last tile (the last strips and the file's I/O).")
+            lines.append(f"With rendering (and a compressed TIFF's strip encoding) beside the network "
+                         f"(RAWDEV_OVERLAP=1; develop's default only where the sessions leave a core free): "
+                         f"develop + write {both:.2f} s against {serial:.2f} s serial ({both / serial:.2f}x), of "
+                         f"which {last:.2f} s after the last tile (the last strips and the file's I/O).")
         lines.append("")
     if batch and batch.get("ok"):
         per = batch["per_file_s"]["median"]
