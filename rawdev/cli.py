@@ -311,6 +311,9 @@ def train(
                                    "0 = one 1x1 fuse of width C (the shipped models up to csanet-nmlp-c32)."),
     half_branch: int = typer.Option(0, min=0, help="3x3 convolutions of width C/2 in a residual branch on the H/2 "
                                     "fuse, its output initialised to zero (warm-starts from a model without it)."),
+    branch_width: int = typer.Option(0, min=0, help="Width of that branch (0: C/2)."),
+    head_conv: bool = typer.Option(True, "--head-conv/--no-head-conv",
+                                   help="Keep the trunk's 3x3 convolution after the strided head."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
@@ -335,6 +338,7 @@ def train(
         colour_weight=colour_weight, hard_fraction=hard_fraction,
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
         correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth, half_branch=half_branch,
+        branch_width=branch_width, head_conv=head_conv,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

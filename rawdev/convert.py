@@ -65,13 +65,16 @@ class ModelSpec:
     n_dam: int = 2  # dual attention modules in the H/4 trunk
     half_depth: int = 0  # 3x3 convolutions at H/2 (rawdev.train.network.build_csanet)
     half_branch: int = 0  # 3x3 convolutions in a residual branch at H/2
+    branch_width: int = 0  # that branch's width (0: C/2)
+    head_conv: bool = True  # the trunk's 3x3 convolution after the strided head
 
     def build(self):
         """The untrained Keras network this spec describes."""
         from rawdev.train.network import build_csanet
 
         return build_csanet(self.width, self.variant, n_dam=self.n_dam, half_depth=self.half_depth,
-                            half_branch=self.half_branch, correction_lowpass=self.correction_lowpass)
+                            half_branch=self.half_branch, branch_width=self.branch_width,
+                            head_conv=self.head_conv, correction_lowpass=self.correction_lowpass)
 
 
 def _tf():
@@ -119,6 +122,8 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         n_dam=int(config.get("n_dam") or 2),
         half_depth=int(config.get("half_depth") or 0),
         half_branch=int(config.get("half_branch") or 0),
+        branch_width=int(config.get("branch_width") or 0),
+        head_conv=bool(config.get("head_conv", True)),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -364,3 +364,16 @@ def test_a_half_resolution_branch_starts_as_the_network_without_it_and_folds_exa
     np.testing.assert_allclose(fold_for_inference(trained)(x).numpy(), trained(x).numpy(), atol=2e-6)
     with pytest.raises(ValueError, match="not both"):
         build_csanet(8, "noise", half_depth=1, half_branch=1)
+
+
+def test_a_narrow_branch_without_the_head_conv_folds_exactly_and_takes_the_rest_of_a_checkpoint():
+    from rawdev.train.network import fold_for_inference, warm_start
+
+    lean = build_csanet(8, "noise", half_branch=2, branch_width=2, head_conv=False, correction_lowpass=8.0)
+    names = [layer.name for layer in lean.layers]
+    assert "head_conv" not in names and lean.get_layer("half_branch2").filters == 2
+    copied = warm_start(lean, _randomized(build_csanet(8, "noise", correction_lowpass=8.0), seed=6))
+    assert {"head_down", "dam1_conv1", "dam2_fuse", "half_fuse", "rgb"} <= set(copied)
+    trained = _randomized(lean, seed=7)
+    x = np.random.default_rng(8).random((1, 20, 24, 8)).astype(np.float32)
+    np.testing.assert_allclose(fold_for_inference(trained)(x).numpy(), trained(x).numpy(), atol=2e-6)

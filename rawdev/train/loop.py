@@ -55,6 +55,8 @@ class TrainConfig:
     n_dam: int = 2  # dual attention modules in the H/4 trunk
     half_depth: int = 0  # 3x3 convolutions (width C/2) at H/2; 0 = the 1x1 fuse of width C
     half_branch: int = 0  # 3x3 convolutions (width C/2) in a zero-initialised residual branch at H/2
+    branch_width: int = 0  # that branch's width; 0 = C/2
+    head_conv: bool = True  # the 3x3 convolution between the strided head and the first DAM
 
     @property
     def noise_input(self) -> bool:
@@ -356,7 +358,7 @@ def _warm_start(model, source: Path) -> list[str]:
     cfg = json.loads((folder / "config.json").read_text()) if (folder / "config.json").exists() else {}
     if not prefix:
         raise FileNotFoundError(f"no checkpoint under {source}")
-    other = build_csanet(cfg.get("width", model.get_layer("head_conv").filters), cfg.get("variant", "residual"),
+    other = build_csanet(cfg.get("width", model.get_layer("head_down").filters), cfg.get("variant", "residual"),
                          **architecture(cfg))
     tf.train.Checkpoint(model=other).restore(prefix).expect_partial()
     return warm_start(model, other)

@@ -67,7 +67,7 @@ def _dam(x, width: int, reduction: int, name: str):
     return layers.Add(name=f"{name}_out")([x, fused])
 
 
-ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "correction_lowpass")
+ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "branch_width", "head_conv", "correction_lowpass")
 
 
 def architecture(config: dict) -> dict:
@@ -77,7 +77,8 @@ def architecture(config: dict) -> dict:
 
 
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
-                 correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0):
+                 correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0,
+                 branch_width: int = 0, head_conv: bool = True):
     """Build CSANet as a Keras functional model with free spatial size.
 
     ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
@@ -86,7 +87,10 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
 
     ``half_branch`` > 0 keeps that fuse and adds a residual branch on it at H/2 (1x1 to C/2, that
     many 3x3 convolutions of width C/2, 1x1 back to C, the last initialised to zero): a network
-    without the branch is where training starts, so a shipped checkpoint warm-starts it whole."""
+    without the branch is where training starts, so a shipped checkpoint warm-starts it whole.
+    ``branch_width`` is the branch's width (0: C/2); ``head_conv=False`` drops the 3x3
+    convolution between the strided head and the first DAM (0.58 GMAC per output MP at C=32), the
+    cheapest layer of the trunk to give up for the branch."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     if correction_lowpass and variant == "paper":
@@ -100,7 +104,8 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
         planes = layers.Lambda(lambda t: t[..., :4], name="planes")(packed)
         sigma = layers.Lambda(lambda t: t[..., 4:], name="sigma")(packed)
     x = _conv_with_noise(planes, sigma, width, 3, 2, "head_down")
-    x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv")(x)
+    if head_conv:
+        x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv")(x)
     trunk = x
     for i in range(n_dam):
         x = _dam(x, width, reduction, name=f"dam{i + 1}")
@@ -121,9 +126,10 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
                 x = layers.Conv2D(half, 3, padding="same", activation="relu", name=f"half_conv{i + 1}")(x)
             x = layers.Add(name="half_out")([fused, x])
         if half_branch:
-            b = layers.Conv2D(width // 2, 1, activation="relu", name="half_branch_in")(x)
+            bw = branch_width or width // 2
+            b = layers.Conv2D(bw, 1, activation="relu", name="half_branch_in")(x)
             for i in range(half_branch):
-                b = layers.Conv2D(width // 2, 3, padding="same", activation="relu", name=f"half_branch{i + 1}")(b)
+                b = layers.Conv2D(bw, 3, padding="same", activation="relu", name=f"half_branch{i + 1}")(b)
             b = layers.Conv2D(width, 1, kernel_initializer="zeros", name="half_branch_out")(b)
             x = layers.Add(name="half_out")([x, b])
     x = _depth_to_space(x, "d2s")
