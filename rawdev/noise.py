@@ -39,10 +39,10 @@ class NoiseModel:
 
 
 def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, strength: float = 1.0,
-                ceiling: NoiseModel | None = None, out: np.ndarray | None = None) -> np.ndarray:
+                ceiling: NoiseModel | None = None) -> np.ndarray:
     """Noise standard deviation of each packed sample, in the units of the white-balanced input:
     ``gain * sqrt(shot * max(x / gain, 0) + read)``, times the denoising strength, and at most
-    the ``ceiling`` model's (the noisiest a model was trained on). Written into ``out`` if given.
+    the ``ceiling`` model's (the noisiest a model was trained on).
 
     Both sigmas grow with the signal, so the smaller is taken of the variances and one square
     root serves both: this runs on every tile."""
@@ -57,7 +57,7 @@ def noise_sigma(planes: np.ndarray, gains: np.ndarray, noise: NoiseModel, streng
     var = variance(noise, strength * strength)
     if ceiling is not None:
         np.minimum(var, variance(ceiling), out=var)
-    return np.sqrt(var, out=out)
+    return np.sqrt(var)
 
 
 def read_level(shot: float | np.ndarray) -> np.ndarray:
