@@ -81,6 +81,7 @@ class PackedSource:
         self.ceiling = ceiling
         n = len(sites)
         self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, 2 * n if noise is not None else n)
+        self._lookup: list[tuple[np.ndarray, ...]] | None = None
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         ys, xs = key
@@ -88,7 +89,18 @@ class PackedSource:
         x0, x1 = (xs.start or 0) * 2, (self.shape[1] if xs.stop is None else xs.stop) * 2
         step = (ys.step or 1) * 2
         block = self.raw[y0:y1, x0:x1]
-        planes = np.stack([block[dy::step, dx::step] for dy, dx in self.sites], axis=-1).astype(np.float32)
+        sites = [block[dy::step, dx::step] for dy, dx in self.sites]
+        tables = self._tables()
+        if tables is not None:
+            out = np.empty(sites[0].shape + (self.shape[2],), np.float32)
+            for i, samples in enumerate(sites):
+                for j, table in enumerate(tables[i]):
+                    np.take(table, samples, out=out[..., i + j * len(sites)], mode="clip")
+            return out
+        return self._normalize(np.stack(sites, axis=-1).astype(np.float32))
+
+    def _normalize(self, planes: np.ndarray) -> np.ndarray:
+        """Raw samples (..., n) as float32 -> the normalized planes [and their noise sigma planes]."""
         planes -= self.black
         planes *= self.scale
         if self.clip:
@@ -97,6 +109,20 @@ class PackedSource:
             return planes
         sigma = noise_sigma(planes, self.plane_gains, self.noise, self.strength, self.ceiling)
         return np.concatenate([planes, sigma], axis=-1)
+
+    def _tables(self) -> list[tuple[np.ndarray, ...]] | None:
+        """For 8- and 16-bit raw data, each plane's output as a lookup table over the raw codes:
+        the same arithmetic done once per code instead of once per sample (with the noise planes,
+        about a third of the time of a tile's preparation). None for other data types."""
+        if self.raw.dtype not in (np.uint8, np.uint16):
+            return None
+        if self._lookup is None:
+            codes = np.arange(np.iinfo(self.raw.dtype).max + 1, dtype=np.float32)
+            values = self._normalize(np.repeat(codes[:, None], len(self.sites), axis=1))
+            n = len(self.sites)
+            self._lookup = [tuple(np.ascontiguousarray(values[:, i + j * n]) for j in range(values.shape[1] // n))
+                            for i in range(n)]
+        return self._lookup
 
 
 def brightest_white_balanced(raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,

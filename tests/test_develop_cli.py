@@ -326,20 +326,24 @@ HEAVY_MODULES = ("onnx", "tensorflow", "tf2onnx", "matplotlib", "ray", "rawdev.q
 
 def test_develop_imports_neither_onnx_nor_the_training_and_cluster_libraries(tmp_path):
     """The shipped model's contract comes from onnxruntime's metadata: `import onnx` alone cost
-    1.1 s of every run. A fresh process, as a user starts it, on the example chart."""
+    1.1 s of every run. A fresh process, as a user starts it, on the example chart. numpy's BLAS
+    pool is kept to one thread, so that it does not contend with onnxruntime's."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
     code = ("import sys\nfrom rawdev.cli import app\ntry:\n    app(sys.argv[1:])\nexcept SystemExit as exc:\n"
             "    code = exc.code\n"
-            f"print('loaded:', [m for m in {HEAVY_MODULES!r} if m in sys.modules])\nsys.exit(code)")
+            f"print('loaded:', [m for m in {HEAVY_MODULES!r} if m in sys.modules])\n"
+            "import os\nprint('blas threads:', os.environ.get('OPENBLAS_NUM_THREADS'))\nsys.exit(code)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    env.pop("OPENBLAS_NUM_THREADS", None)
     run = subprocess.run([sys.executable, "-c", code, "develop", str(root / "examples" / "chart_bayer.dng"),
                           "-o", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "chart_bayer.tif").is_file()
     assert "loaded: []" in run.stdout, run.stdout
+    assert "blas threads: 1" in run.stdout, run.stdout
 
 
 def test_a_batch_lets_idle_onnxruntime_threads_sleep(inputs, tmp_path, bilinear_model, monkeypatch):

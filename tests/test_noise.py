@@ -3,6 +3,7 @@ mosaic, turned into sigma planes, scaled by --denoise."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,23 @@ def test_prepare_appends_sigma_planes_that_follow_the_noise_model_and_the_streng
     np.testing.assert_allclose(doubled[..., 4:], 2 * planes[..., 4:], rtol=1e-6)
     np.testing.assert_array_equal(doubled[..., :4], planes[..., :4])
     assert not prepare(_mosaic(raw), NOISE_AWARE, noise=noise, strength=0.0).source[:, :][..., 4:].any()
+
+
+@pytest.mark.parametrize("contract", [NOISE_AWARE, ModelContract()], ids=["noise-aware", "plain"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.uint8])
+def test_integer_raw_goes_through_lookup_tables_with_the_same_values_as_the_arithmetic(contract, dtype):
+    rng = np.random.default_rng(1)
+    top = np.iinfo(dtype).max
+    raw = rng.integers(0, top + 1, (40, 64)).astype(dtype)
+    raw[:2, :2] = (0, top)  # both ends of the code range, clipped below black and at white
+    mosaic = _mosaic(raw, black=min(256, top // 8), white=min(4095, top))
+    as_float = dataclasses.replace(mosaic, data=raw.astype(np.float32))
+    noise = NoiseModel(2e-3, 1e-5)
+    source = prepare(mosaic, contract, noise=noise).source
+    reference = prepare(as_float, contract, noise=noise).source
+    assert source._tables() is not None and reference._tables() is None
+    for key in [(slice(None), slice(None)), (slice(3, 17), slice(5, 30)), (slice(0, 20, 2), slice(1, 9))]:
+        np.testing.assert_array_equal(source[key], reference[key])
 
 
 def test_noise_aware_input_keeps_values_below_black_and_older_models_get_them_clipped():
