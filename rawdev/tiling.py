@@ -144,6 +144,14 @@ def _normalized_ramps(axis: Axis, scale: int) -> list[np.ndarray]:
     return [(ramp / total[s * scale : s * scale + size]).astype(np.float32) for s, ramp in zip(axis.starts, ramps)]
 
 
+def _ramped_span(weights: np.ndarray) -> tuple[int, int]:
+    """(a, b) with ``weights[a:b]`` all exactly 1: only the bands outside need multiplying."""
+    ramped = np.flatnonzero(weights != 1.0)
+    lead = ramped[ramped < len(weights) // 2]
+    trail = ramped[ramped >= len(weights) // 2]
+    return (int(lead[-1]) + 1 if lead.size else 0), (int(trail[0]) if trail.size else len(weights))
+
+
 @dataclass(frozen=True)
 class Block:
     """A finished rectangle of the blended output: ``pixels`` placed at (y0, x0)."""
@@ -171,6 +179,7 @@ def blend_tiles(
     out_h, out_w = plan.output_shape
     row_weights = _normalized_ramps(plan.rows, s)
     col_weights = _normalized_ramps(plan.cols, s)
+    col_spans = [_ramped_span(w) for w in col_weights]
     expected = (plan.rows.size * s, plan.cols.size * s)
     above: np.ndarray | None = None  # sums for rows [ty0, ty0 + above_rows) from the tile row above
     done = 0
@@ -188,7 +197,9 @@ def blend_tiles(
             tx0 = x0 * s
             vx = min(tx0 + expected[1], out_w) - tx0
             block = result[:vy, :vx] * row_weights[r][:vy, None, None]  # a new array: never
-            block *= col_weights[c][None, :vx, None]  # write into what the model returned
+            a, b = min(col_spans[c][0], vx), min(col_spans[c][1], vx)  # write into what the model returned
+            block[:, :a] *= col_weights[c][None, :a, None]  # the column ramps; 1 between a and b
+            block[:, b:] *= col_weights[c][None, b:vx, None]
             done_cols = 0
             if left is not None:
                 block[:, : left.shape[1]] += left  # already holds the row above's share there
