@@ -562,22 +562,24 @@ def write_image(
     info: CaptureInfo | None = None,
     *,
     fmt: str | None = None,
-    compression: str = "zlib",
+    compression: str | None = None,
     level: int | None = None,
     strips: TiffStrips | None = None,
 ) -> None:
     """Write an upright (H, W, 3) uint8/uint16 sRGB image as TIFF or PNG, atomically.
 
     ``fmt`` is "tiff" or "png" (default: from the suffix). TIFF ``compression`` is one of
-    "zlib" (= "deflate", Adobe Deflate; default), "zstd", "lzw" or "none", always with the
-    horizontal predictor; ``level`` overrides the codec's level (default 1). PNG is always
-    deflate; ``compression`` must then be "zlib"/"deflate" ("none" stores level 0).
+    "zlib" (= "deflate", Adobe Deflate), "zstd", "lzw" or "none", always with the horizontal
+    predictor; ``level`` overrides the codec's level (default 1). PNG is always deflate;
+    ``compression`` must then be "zlib"/"deflate" ("none" stores level 0). None: the format's
+    default, as `rawdev develop` writes it (:data:`COMPRESSIONS`: an uncompressed TIFF).
     Both formats embed :func:`srgb_icc_profile` and the capture metadata of ``info``.
     ``strips``: the TIFF's strips already encoded (:class:`TiffStrips`), written as they are.
     """
     path = Path(path)
     kind = _format_for(path, fmt)
     image = _check_image(image)
+    compression = compression or COMPRESSIONS[kind][0]
     if kind == "tiff":
         _atomic_write(path, lambda fh: _write_tiff(fh, image, info, compression, level, strips))
         return

@@ -136,7 +136,7 @@ def test_icc_with_pillow_lcms():
 def test_tiff_round_trip_and_tags(tmp_path, dtype):
     image = _image(dtype, (300, 400, 3))  # several strips
     path = tmp_path / "out.tif"
-    write_image(path, image, INFO)
+    write_image(path, image, INFO, compression="deflate")
     assert os.listdir(tmp_path) == ["out.tif"]
     assert np.array_equal(tifffile.imread(path), image)
     back = read_image(path)
@@ -171,11 +171,12 @@ def test_tiff_other_compressions(tmp_path, compression):
     assert np.array_equal(tifffile.imread(path), image)
 
 
-def test_tiff_without_info(tmp_path):
+def test_tiff_without_info_and_with_the_default_compression(tmp_path):
     path = tmp_path / "x.tif"
     write_image(path, _image(np.uint16), None)
     with tifffile.TiffFile(path) as tif:
         tags = {t.code: t.value for t in tif.pages[0].tags}
+        assert tif.pages[0].compression == tifffile.COMPRESSION.NONE  # as `rawdev develop` writes it
     assert tags[34675] == srgb_icc_profile() and tags[274] == 1
     assert not {271, 272, 306, 33434, 33437, 34855, 37386, 42036} & set(tags)
 
