@@ -130,7 +130,8 @@ def develop_mosaic(
     white; ``Developed.rendering`` still says how rawdev would render it.
 
     Finished blocks are rendered in a background thread while the network runs on the next
-    tiles (``overlap=False``: in this thread, between tiles; the pixels are the same).
+    tiles (``overlap=False``: in this thread, between tiles, or while the next tiles run where the
+    session runs several at once, ``ModelSession.concurrency``; the pixels are the same).
     ``on_rows(image, n)`` is called, from that thread, each time rows ``[0, n)`` of the image are
     final, so that they can be encoded before the last tile has run (:class:`rawdev.output.TiffStrips`)."""
     contract = model.contract
@@ -183,7 +184,7 @@ def develop_mosaic(
             on_rows(image, min(max(block.y0 + h - canon.top, 0), out_h))
 
     with InOrder(threaded=overlap) as finisher:
-        for block in blend_tiles(prepared.source, infer, plan, on_tile):
+        for block in blend_tiles(prepared.source, infer, plan, on_tile, concurrency=model.concurrency):
             finisher.submit(finish, block)
     if on_rows is not None:
         on_rows(image, out_h)

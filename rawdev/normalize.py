@@ -6,6 +6,7 @@ ever made.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,7 @@ class PackedSource:
         n = len(sites)
         self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, 2 * n if noise is not None else n)
         self._lookup: list[tuple[np.ndarray, ...]] | None = None
+        self._lookup_lock = threading.Lock()  # tiles may be read from several threads
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         ys, xs = key
@@ -116,13 +118,18 @@ class PackedSource:
         about a third of the time of a tile's preparation). None for other data types."""
         if self.raw.dtype not in (np.uint8, np.uint16):
             return None
-        if self._lookup is None:
-            codes = np.arange(np.iinfo(self.raw.dtype).max + 1, dtype=np.float32)
-            values = self._normalize(np.repeat(codes[:, None], len(self.sites), axis=1))
-            n = len(self.sites)
-            self._lookup = [tuple(np.ascontiguousarray(values[:, i + j * n]) for j in range(values.shape[1] // n))
-                            for i in range(n)]
+        with self._lookup_lock:
+            if self._lookup is None:
+                self._lookup = self._build_tables()
         return self._lookup
+
+    def _build_tables(self) -> list[tuple[np.ndarray, ...]]:
+        """[plane][0: value, 1: sigma (with a noise model)] over every raw code."""
+        n = len(self.sites)
+        codes = np.arange(np.iinfo(self.raw.dtype).max + 1, dtype=np.float32)
+        values = self._normalize(np.repeat(codes[:, None], n, axis=1))
+        return [tuple(np.ascontiguousarray(values[:, i + j * n]) for j in range(values.shape[1] // n))
+                for i in range(n)]
 
 
 def brightest_white_balanced(raw: np.ndarray, black: np.ndarray, white: float, gains: np.ndarray,

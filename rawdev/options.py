@@ -111,10 +111,12 @@ def check_precision(precision: str, contract, model_path: Path) -> None:
 
 
 def session_line(session) -> str:
-    """One line naming the model, the execution providers onnxruntime really applied and the
-    precision the model runs in."""
+    """One line naming the model, the execution providers onnxruntime really applied, the
+    precision the model runs in and how many tiles run at once."""
     c = session.contract
     told = ", told the noise level" if c.noise_input != "none" else ""
     note = f" ({session.note})" if getattr(session, "note", "") else ""
+    together = getattr(session, "concurrency", 1)
+    at_once = f", {together} tiles at once" if together > 1 else ""
     return (f"model {Path(session.path).name} ({c.variant}, C={c.width}, {c.output_space}{told}) "
-            f"on {', '.join(session.providers)}, {c.precision}{note}")
+            f"on {', '.join(session.providers)}, {c.precision}{note}{at_once}")

@@ -22,6 +22,11 @@ import numpy as np
 from rawdev.model import ContractError, ModelContract
 
 DEVICES = ("auto", "cpu", "cuda", "nnapi")
+# With --threads 0 on the CPU, tiles run this many at a time (at most), each on its share of the
+# cores: on 2 cores two single-threaded runs did 45 tiles of a 9 MP file in 0.87x the time of one
+# two-threaded run (its threads wait for each other at every layer), and a finished tile is
+# blended and rendered while the next ones run. More at once would only cost memory.
+MAX_CONCURRENT_TILES = 4
 PROVIDER_OF = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
@@ -138,6 +143,7 @@ class ModelSession:
     input_name: str
     output_name: str
     note: str = ""  # why --device auto runs on the CPU where the build has an accelerator
+    concurrency: int = 1  # tiles to run at once (onnxruntime's run is thread-safe): see open_session
 
     def __call__(self, packed: np.ndarray) -> np.ndarray:
         """Run one (h, w, C) tile (or a (N, h, w, C) batch); returns (h*s, w*s, K) float32."""
@@ -146,8 +152,29 @@ class ModelSession:
         return out if packed.ndim == 4 else out[0]
 
 
+def cpu_count() -> int:
+    """Cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def cpu_layout(threads: int, cores: int | None = None) -> tuple[int, int]:
+    """(intra-op threads, tiles at once) on the CPU provider: ``threads`` as given, one tile at a
+    time; 0 (every core): up to :data:`MAX_CONCURRENT_TILES` tiles at once, the cores shared out."""
+    if threads:
+        return threads, 1
+    cores = cores or cpu_count()
+    concurrent = max(1, min(cores, MAX_CONCURRENT_TILES))
+    return max(1, cores // concurrent), concurrent
+
+
 def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: bool = True) -> ModelSession:
     """Build the session for ``path`` on ``device`` and check that the device was really used.
+
+    On the CPU with ``threads`` 0, several tiles run at once, each with its share of the cores
+    (:func:`cpu_layout`; ``ModelSession.concurrency``); an accelerator runs one at a time.
 
     An accelerator that onnxruntime cannot use (onnxruntime-gpu without the CUDA libraries, or
     without a GPU) is an error when it was asked for; with ``auto`` the session is the CPU's and
@@ -159,14 +186,15 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     ort = import_onnxruntime()
 
     providers = provider_list(device, available_providers())
+    primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    intra, concurrency = cpu_layout(threads) if primary == PROVIDER_OF["cpu"] else (threads, 1)
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
+    if intra:
+        options.intra_op_num_threads = intra
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    primary = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
     note = ""
     if primary == PROVIDER_OF["cpu"]:
         session = _inference_session(path, options, providers)
@@ -188,7 +216,10 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise DeviceUnavailable(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-    return ModelSession(path, contract, session, device, applied, inputs[0].name, outputs[0].name, note)
+    if applied[0] != PROVIDER_OF["cpu"]:
+        concurrency = 1
+    return ModelSession(path, contract, session, device, applied, inputs[0].name, outputs[0].name, note,
+                        concurrency)
 
 
 def _accelerated_session(path: Path, options, providers, primary: str):

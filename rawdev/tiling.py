@@ -10,7 +10,9 @@ the tile size, not by the image size.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -161,11 +163,46 @@ class Block:
     pixels: np.ndarray  # (h, w, K) float32
 
 
+def tile_results(
+    source: TileSource,
+    infer: Callable[[np.ndarray], np.ndarray],
+    plan: TilePlan,
+    concurrency: int = 1,
+) -> Iterator[np.ndarray]:
+    """``infer`` of every tile of ``plan``, rows first, in order.
+
+    ``concurrency`` > 1: that many tiles are read and inferred at once in threads (``infer`` must
+    be thread-safe, as an onnxruntime session is), so the caller blends one while the next run;
+    at most ``concurrency`` results wait. An error in any tile is raised at that tile's turn."""
+    starts = [(y0, x0) for y0 in plan.rows.starts for x0 in plan.cols.starts]
+
+    def run(start: tuple[int, int]) -> np.ndarray:
+        return np.asarray(infer(read_tile(source, *start, plan.rows.size, plan.cols.size)), dtype=np.float32)
+
+    if concurrency <= 1 or len(starts) == 1:
+        yield from map(run, starts)
+        return
+    pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rawdev-tile")
+    pending: deque = deque()
+    try:
+        for start in starts:
+            pending.append(pool.submit(run, start))
+            if len(pending) >= concurrency:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+
+
 def blend_tiles(
     source: TileSource,
     infer: Callable[[np.ndarray], np.ndarray],
     plan: TilePlan,
     on_tile: Callable[[int, int], None] | None = None,
+    concurrency: int = 1,
 ) -> Iterator[Block]:
     """Run ``infer`` on every tile and yield each output pixel once, in finished blocks.
 
@@ -173,8 +210,18 @@ def blend_tiles(
     finished where no later tile reaches: the part left of the next tile in its row and above the
     next row of tiles. What later tiles still add to is kept: the overlap columns of the previous
     tile and the overlap rows of the previous tile row, so memory is one tile plus one overlap
-    strip across the image, whatever the image's size.
+    strip across the image, whatever the image's size. ``concurrency``: tiles inferred at once
+    (:func:`tile_results`); the blocks are the same.
     """
+    results = tile_results(source, infer, plan, concurrency)
+    try:
+        yield from _blend(results, plan, on_tile)
+    finally:
+        results.close()  # stops the tile threads when the caller stops early or fails
+
+
+def _blend(results: Iterator[np.ndarray], plan: TilePlan,
+           on_tile: Callable[[int, int], None] | None) -> Iterator[Block]:
     s = plan.scale
     out_h, out_w = plan.output_shape
     row_weights = _normalized_ramps(plan.rows, s)
@@ -190,8 +237,7 @@ def blend_tiles(
         below: np.ndarray | None = None  # sums this tile row leaves for the next one
         left: np.ndarray | None = None  # sums of the previous tile's overlap columns
         for c, x0 in enumerate(plan.cols.starts):
-            tile = read_tile(source, y0, x0, plan.rows.size, plan.cols.size)
-            result = np.asarray(infer(tile), dtype=np.float32)
+            result = next(results)
             if result.shape[:2] != expected:
                 raise ValueError(f"model returned a {result.shape[:2]} tile, expected {expected}")
             tx0 = x0 * s

@@ -33,18 +33,11 @@ from pathlib import Path
 from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, start_batch
 from rawdev.develop import DevelopOptions
 from rawdev.distributed import FAULT_ENV, _fault, _hide_tile_bar, _remove_temporary
+from rawdev.session import cpu_count
 
 POLL_S = 0.2
 START_TIMEOUT = 120.0  # seconds for a worker to open its session
 MAX_DEATHS = 8  # replacement workers started in one batch; past it the remaining files fail
-
-
-def cpu_count() -> int:
-    """Cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass

@@ -479,6 +479,30 @@ def _peak_beyond_image(mosaic, session, options, overlap: bool) -> int:
     return peak - image.nbytes
 
 
+@pytest.mark.parametrize("threads,cores,expected", [(0, 2, (1, 2)), (0, 1, (1, 1)), (0, 16, (4, 4)),
+                                                    (0, 6, (1, 4)), (3, 2, (3, 1)), (1, 16, (1, 1))])
+def test_every_core_runs_a_tile_of_its_own_unless_threads_are_given(threads, cores, expected):
+    from rawdev.session import cpu_layout
+
+    assert cpu_layout(threads, cores) == expected  # (intra-op threads, tiles at once)
+
+
+def test_a_cpu_session_runs_tiles_concurrently_with_the_same_pixels(tmp_path, mean_model):
+    import dataclasses
+
+    from rawdev.raw import read_mosaic
+    from rawdev.session import MAX_CONCURRENT_TILES, cpu_count, open_session
+
+    session = open_session(mean_model, "cpu", 0)
+    assert session.concurrency == min(cpu_count(), MAX_CONCURRENT_TILES)
+    assert open_session(mean_model, "cpu", 1).concurrency == 1
+    mosaic = read_mosaic(write_test_dng(tmp_path / "m.dng", random_mosaic(200, 260, seed=9), "RGGB"))
+    options = DevelopOptions(tile=32, overlap=8)
+    images = [develop_mosaic(mosaic, dataclasses.replace(session, concurrency=n), options, overlap=False).image
+              for n in (1, 3)]
+    assert np.array_equal(images[0], images[1])
+
+
 @pytest.mark.parametrize("orientation,fmt", [(1, "tiff"), (6, "tiff"), (1, "png")])
 def test_overlapped_rendering_and_encoding_write_the_same_bytes_as_the_serial_path(
         tmp_path, mean_model, monkeypatch, orientation, fmt):

@@ -140,3 +140,54 @@ def test_streamed_blend_equals_the_weighted_average_of_all_tiles(tile, overlap):
             total[y0 : y0 + vy, x0 : x0 + vx] += (t * w2)[:vy, :vx]
             weight[y0 : y0 + vy, x0 : x0 + vx] += w2[:vy, :vx]
     np.testing.assert_allclose(out, total / weight, atol=1e-5)
+
+
+def _blocks(image, model, plan, concurrency):
+    return [(b.y0, b.x0, b.pixels) for b in blend_tiles(image, model, plan, concurrency=concurrency)]
+
+
+def test_tiles_run_several_at_once_and_the_blocks_are_the_same():
+    import threading
+    import time
+
+    rng = np.random.default_rng(5)
+    image = rng.random((60, 84, 3), dtype=np.float32)
+    plan = plan_tiles(60, 84, tile=16, overlap=4, scale=2)
+    lock, running, peak = threading.Lock(), [0], [0]
+
+    def slow_model(tile):  # a pure function of its tile, slow enough for runs to meet
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002)
+        with lock:
+            running[0] -= 1
+        return upsample2(np.sin(tile * 3.0))
+
+    serial = _blocks(image, slow_model, plan, 1)
+    assert peak[0] == 1
+    together = _blocks(image, slow_model, plan, 3)
+    assert peak[0] == 3  # never more at once than asked
+    assert len(serial) == len(together) == plan.count
+    for (y, x, a), (y2, x2, b) in zip(serial, together):
+        assert (y, x) == (y2, x2) and np.array_equal(a, b)
+
+
+def test_a_failing_tile_among_concurrent_ones_raises_and_stops_the_rest():
+    import threading
+
+    plan = plan_tiles(64, 64, tile=8, overlap=2)
+    calls, lock = [0], threading.Lock()
+
+    def model(tile):
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n == 5:
+            raise RuntimeError("tile 5 broke")
+        return tile
+
+    with pytest.raises(RuntimeError, match="tile 5 broke"):
+        _blocks(np.zeros((64, 64, 1), np.float32), model, plan, 2)
+    assert calls[0] < plan.count  # the tiles after the failure were not all run
+    assert not [t for t in threading.enumerate() if t.name.startswith("rawdev-tile")]
