@@ -141,17 +141,38 @@ def describe_machine(machine: dict, versions: dict) -> list[str]:
 
 class TimedCalls:
     """Stands in for an onnxruntime InferenceSession and records the seconds of each ``run``: the
-    inference alone inside a pipeline that calls it."""
+    inference alone inside a pipeline that calls it. ``keep_inputs``: also keep each call's
+    arguments, so that :meth:`replay` can time the same calls on their own."""
 
-    def __init__(self, inner):
-        self.inner, self.seconds = inner, []
+    def __init__(self, inner, keep_inputs: bool = False):
+        self.inner, self.seconds, self.keep_inputs, self.inputs = inner, [], keep_inputs, []
 
     def run(self, *args, **kwargs):
+        if self.keep_inputs:
+            self.inputs.append((args, kwargs))
         t0 = time.perf_counter()
         try:
             return self.inner.run(*args, **kwargs)
         finally:
             self.seconds.append(time.perf_counter() - t0)
+
+    def clear(self) -> None:
+        self.seconds.clear()
+        self.inputs.clear()
+
+    def replay(self, concurrency: int = 1) -> float:
+        """Wall seconds of the kept calls run again, ``concurrency`` at a time (as the pipeline
+        runs its tiles): inference alone, without the reading, blending and rendering between."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        t0 = time.perf_counter()
+        if concurrency <= 1:
+            for args, kwargs in self.inputs:
+                self.inner.run(*args, **kwargs)
+        else:
+            with ThreadPoolExecutor(concurrency) as pool:
+                list(pool.map(lambda call: self.inner.run(*call[0], **call[1]), self.inputs))
+        return time.perf_counter() - t0
 
     def __getattr__(self, name):
         return getattr(self.inner, name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -86,6 +87,17 @@ def _linear_srgb(camera_rgb: np.ndarray, rendering: Rendering) -> np.ndarray:
 LUT_BITS = 20  # linear input steps: fine enough that 16-bit output never skips a code in the shadows
 
 
+_LUT_LOCK = threading.Lock()
+
+
+def encode_table(look: str, peak: int) -> np.ndarray:
+    """The lookup table from linear sRGB (in 2**LUT_BITS steps) to encoded 0..peak for ``look``:
+    built once (0.1 s), under a lock, so that a caller can build it in a thread ahead of the
+    first render (the CLI does while the first file decodes) without building it twice."""
+    with _LUT_LOCK:
+        return _encode_lut(look, peak)
+
+
 @cache
 def _encode_lut(look: str, peak: int) -> np.ndarray:
     x = np.linspace(0.0, 1.0, (1 << LUT_BITS) + 1, dtype=np.float64)
@@ -107,7 +119,7 @@ def render_to_int(camera_rgb: np.ndarray, rendering: Rendering, peak: int = 6553
     index = np.matmul(np.asarray(camera_rgb, np.float32), _matrix(rendering, steps))
     index += np.float32(0.5)
     np.clip(index, np.float32(0.5), np.float32(steps + 0.5), out=index)
-    return np.take(_encode_lut(rendering.look, peak), index.astype(np.int32), out=out, mode="clip")
+    return np.take(encode_table(rendering.look, peak), index.astype(np.int32), out=out, mode="clip")
 
 
 def render(camera_rgb: np.ndarray, rendering: Rendering) -> np.ndarray:
