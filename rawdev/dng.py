@@ -92,6 +92,8 @@ def tag_integers(tags, code: int, count: int | None = None, types: set[int] = WO
     if tag is None:
         return None
     value, dtype = tag.value, int(tag.dtype)
+    if isinstance(value, np.ndarray):  # tifffile's form for a long tag (a damaged count, say)
+        value = tuple(value.ravel().tolist())
     items = tuple(value) if isinstance(value, (bytes, tuple)) else (value,)
     name = f"damaged DNG tag {code} ({TAG_NAMES.get(code, 'unknown')})"
     if dtype not in types or not all(isinstance(v, (int, np.integer)) for v in items):
@@ -329,6 +331,19 @@ def link_exif_ifd(fh, path, pack: Callable[[int], bytes]) -> None:
     fh.write(struct.pack("<I", start))
 
 
+def open_tiff(path):
+    """tifffile's TiffFile for ``path``, or None where tifffile cannot parse it: not TIFF-based,
+    or damaged beyond its own checks (its parser raises TypeError, KeyError and the like on some
+    damaged tags: a SamplesPerPixel of two values, say). The tag readers below then give None,
+    and LibRaw's view of the file stands."""
+    import tifffile
+
+    try:
+        return tifffile.TiffFile(Path(path))
+    except Exception:  # noqa: BLE001 - any parse failure means "no TIFF structure to read"
+        return None
+
+
 def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
     """The raw IFD's CFARepeatPatternDim and CFAPattern (colours 0=R, 1=G, 2=B), or None.
 
@@ -336,11 +351,8 @@ def read_dng_cfa_tags(path) -> tuple[tuple[int, int], np.ndarray] | None:
     Returns None for files that are not TIFF-based or carry no such IFD/tags. CFAPattern entries
     are mapped through CFAPlaneColor when the file has one.
     """
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(Path(path))
-    except (tifffile.TiffFileError, ValueError, struct.error):
+    tif = open_tiff(path)
+    if tif is None:
         return None
     with tif:
         for page in _raw_cfa_pages(tif):
@@ -473,11 +485,8 @@ def _matrix(tag) -> np.ndarray | None:
 def read_dng_colour_profile(path) -> ColourProfile | None:
     """ColorMatrix1/2 with their CalibrationIlluminant1/2 (0 when absent) and ForwardMatrix1/2 of
     a DNG, or None for files that are not TIFF-based or carry no 3-colour ColorMatrix."""
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(Path(path))
-    except (tifffile.TiffFileError, ValueError, struct.error):
+    tif = open_tiff(path)
+    if tif is None:
         return None
     with tif:
         for page in _all_pages(tif):
@@ -514,11 +523,8 @@ def read_dng_noise_profile(path) -> tuple[float, float] | None:
     """(S, O) of a DNG's NoiseProfile (variance = S x + O; the mean over the CFA planes when it
     gives one pair per plane), or None: no such tag, not TIFF-based, or values that are not a
     noise model (negative or not finite)."""
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(Path(path))
-    except (tifffile.TiffFileError, ValueError, struct.error, OSError):
+    tif = open_tiff(path)
+    if tif is None:
         return None
     with tif:
         for page in _all_pages(tif):

@@ -118,7 +118,7 @@ def read_libraw(
 ) -> Mosaic:
     import rawpy
 
-    from rawdev.dng import dng_data_problem
+    from rawdev.dng import DamagedTagError, dng_data_problem
 
     problem = dng_data_problem(path)  # before LibRaw allocates what a damaged size tag claims
     if problem is not None:
@@ -128,6 +128,8 @@ def read_libraw(
             mosaic = _mosaic_from_libraw(path, raw, cfa_override)
     except rawpy.LibRawError as exc:
         raise _libraw_error(path, exc) from exc
+    except DamagedTagError as exc:  # a DNG tag rawdev reads (CFA, colour, noise) is damaged
+        raise RawReadError(str(exc)) from None
     if black is not None:
         mosaic.black = np.full_like(mosaic.black, float(black))
     if white is not None:
@@ -243,12 +245,9 @@ def _dng_black_levels(path: Path, period: int) -> np.ndarray | None:
 def _file_cfa(path: Path, raw) -> cfa_mod.CFA:
     """The file's CFA. A DNG's own CFA tags win over LibRaw, which collapses a 4x4 Quad-Bayer
     pattern into a 2x2 one that is not even Bayer."""
-    from rawdev.dng import DamagedTagError, read_dng_cfa_tags
+    from rawdev.dng import read_dng_cfa_tags
 
-    try:
-        tags = read_dng_cfa_tags(path)
-    except DamagedTagError as exc:
-        raise RawReadError(str(exc)) from None
+    tags = read_dng_cfa_tags(path)  # a damaged tag: DamagedTagError, one line (read_libraw)
     try:
         if tags is not None:
             (rows, cols), pattern = tags

@@ -212,8 +212,12 @@ def inflate_raw_ifd(source: Path, target: Path, tag: int, factor: int) -> None:
     (33421, dict(dtype=7), "damaged DNG tag 33421 (CFARepeatPatternDim): holds UNDEFINED data"),
     (33421, dict(count=1), "damaged DNG tag 33421 (CFARepeatPatternDim): holds 1 value, not 2"),
     (33422, dict(dtype=2), "damaged DNG tag 33422 (CFAPattern): holds ASCII data"),
+    # benchmarks/fuzz.py -n 300 --seed 2026: a colour tag, read after LibRaw, and a count so large
+    # that tifffile gives a numpy array ("DamagedTagError: ... holds SHORT data where integers belong")
+    (50778, dict(count=2), "damaged DNG tag 50778 (CalibrationIlluminant1): holds 2 values, not 1"),
+    (50778, dict(count=3000), "damaged DNG tag 50778 (CalibrationIlluminant1): holds 3000 values, not 1"),
 ], ids=["photometric undefined", "photometric byte", "photometric count 2", "pattern dim undefined",
-        "pattern dim count 1", "pattern ascii"])
+        "pattern dim count 1", "pattern ascii", "illuminant count 2", "illuminant count 3000"])
 def test_a_damaged_tag_type_or_count_is_named_in_one_line(tmp_path, tag, change, expected):
     good = write_test_dng(tmp_path / "good.dng", random_mosaic(48, 64), "RGGB")
     bad = tmp_path / "bad.dng"
@@ -223,6 +227,21 @@ def test_a_damaged_tag_type_or_count_is_named_in_one_line(tmp_path, tag, change,
     message = str(info.value)
     assert message.startswith(expected) and message.endswith("copy the file again from the card"), message
     assert "\n" not in message
+
+
+def test_a_dng_whose_tags_tifffile_cannot_parse_is_left_to_libraw(tmp_path):
+    """SamplesPerPixel with two values makes tifffile's own parser raise TypeError (fuzz seed 2026:
+    "TypeError: '>' not supported between instances of 'tuple' and 'int'"); LibRaw reads the
+    mosaic, so the file develops from what LibRaw says."""
+    import tifffile
+
+    good = write_test_dng(tmp_path / "good.dng", random_mosaic(48, 64), "RGGB")
+    bad = tmp_path / "bad.dng"
+    retype_raw_ifd(good, bad, 277, count=2)
+    with pytest.raises(TypeError):
+        tifffile.TiffFile(bad)
+    mosaic = read_mosaic(bad)
+    assert mosaic.cfa.name == "RGGB" and mosaic.data.shape == (48, 64)
 
 
 @pytest.mark.parametrize("tag,factor,expected", [
