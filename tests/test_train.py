@@ -137,6 +137,27 @@ def test_train_from_scratch_resume_convert_and_develop(tmp_path):
     assert (tmp_path / "out" / "shot.tif").exists()
 
 
+def test_the_srgb_loss_space_scores_each_sample_through_its_own_colour_matrix(tmp_path):
+    from rawdev.train.loop import output_space
+
+    rng = np.random.default_rng(7)
+    rgb = rng.random((2, 4, 5, 3)).astype(np.float32)
+    matrices = rng.normal(size=(2, 3, 3)).astype(np.float32)
+    expected = np.stack([rgb[i] @ matrices[i].T for i in range(2)])
+    np.testing.assert_allclose(np.asarray(output_space(rgb, matrices)), expected, rtol=1e-5, atol=1e-6)
+
+    data = _photos(tmp_path / "photos", 2, 96, 0)
+    run = tmp_path / "run"
+    args = ["train", str(run), "--data", str(data), "--val", "", "--width", "8", "--batch", "2", "--patch", "32",
+            "--steps", "2", "--checkpoint-every", "2"]
+    bad = runner.invoke(app, [*args, "--loss-space", "xyz"])
+    assert bad.exit_code == 2 and "--loss-space 'xyz'" in bad.output and not run.exists()
+    res = runner.invoke(app, [*args, "--loss-space", "srgb"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((run / "config.json").read_text())["loss_space"] == "srgb"
+    assert (run / "checkpoints" / "ckpt-2.index").exists()
+
+
 def test_paired_training_makes_an_srgb_model(tmp_path):
     raw_dir, rgb_dir = tmp_path / "raw", tmp_path / "rgb"
     raw_dir.mkdir()

@@ -57,10 +57,17 @@ class TrainConfig:
     half_branch: int = 0  # 3x3 convolutions (width C/2) in a zero-initialised residual branch at H/2
     branch_width: int = 0  # that branch's width; 0 = C/2
     head_conv: bool = True  # the 3x3 convolution between the strided head and the first DAM
+    # Where the loss compares: "camera" (white-balanced camera RGB, as the network outputs it) or
+    # "srgb" (through each sample's camera -> sRGB matrix first, as the image is scored and seen:
+    # the matrix amplifies chroma errors, which the camera-space loss under-weights).
+    loss_space: str = "camera"
 
     @property
     def noise_input(self) -> bool:
         return self.variant == "noise"
+
+
+LOSS_SPACES = ("camera", "srgb")
 
 
 def learning_rate(step: int, total: int, lr_max: float | None = None) -> float:
@@ -145,6 +152,13 @@ def lowpass_colour(pred, target, linear: bool, size: int = 8):
         return tone_tf(m) if linear else m
 
     return tf.reduce_mean(tf.abs(pool(pred) - pool(target)))
+
+
+def output_space(rgb, matrices):
+    """(N, H, W, 3) camera RGB through each sample's (N, 3, 3) camera -> sRGB matrix (TensorFlow)."""
+    import tensorflow as tf
+
+    return tf.einsum("nhwc,ndc->nhwd", rgb, matrices)
 
 
 def make_loss(config: TrainConfig):
@@ -258,13 +272,19 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
     elif config.warm_start:
         log(f"warm start from {config.warm_start}: {', '.join(_warm_start(model, Path(config.warm_start)))}")
 
+    if config.loss_space not in LOSS_SPACES:
+        raise ValueError(f"loss_space {config.loss_space!r}: choose {' or '.join(LOSS_SPACES)}")
+    if config.loss_space == "srgb" and (config.pairs or config.output_space != "linear"):
+        raise ValueError("loss_space srgb needs synthetic data and linear output (each sample's colour matrix)")
     loss_fn, perceptual_on = make_loss(config)
     log(f"perceptual (VGG-19) term: {'on' if perceptual_on else 'off (no --vgg-weights file given)'}")
 
     @tf.function(reduce_retracing=True)
-    def train_step(packed, target):
+    def train_step(packed, target, to_output):
         with tf.GradientTape() as tape:
             pred = model(packed, training=True)
+            if config.loss_space == "srgb":
+                pred, target = output_space(pred, to_output), output_space(target, to_output)
             loss = loss_fn(pred, target)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
@@ -300,8 +320,8 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
         while int(step_var.numpy()) < config.steps:
             step = int(step_var.numpy())
             optimizer.learning_rate.assign(learning_rate(step, config.steps, config.lr_max))
-            packed, target = prefetch.get()
-            loss = float(train_step(packed, target))
+            packed, target, to_output = prefetch.get()
+            loss = float(train_step(packed, target, to_output))
             step_var.assign_add(1)
             samples_var.assign_add(len(packed))
             window_loss.append(loss)
@@ -397,7 +417,7 @@ def _batch_source(config: TrainConfig, step: int):
 
     def make():
         b = data.batch(config.batch)
-        return b.packed, b.target
+        return b.packed, b.target, np.asarray(b.cam_to_srgb, np.float32)  # real pairs: identity
 
     return make
 
