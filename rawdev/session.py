@@ -216,8 +216,6 @@ def open_session(path: Path, device: str = "auto", threads: int = 0, spinning: b
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) != 1:
         raise DeviceUnavailable(f"{path}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-    if applied[0] != PROVIDER_OF["cpu"]:
-        concurrency = 1
     return ModelSession(path, contract, session, device, applied, inputs[0].name, outputs[0].name, note,
                         concurrency)
 
