@@ -198,13 +198,6 @@ def develop(
             del session  # each worker opens its own
             summary = run_parallel(planned, model_path, device, options, run, reporter, workers, threads_each)
         elif pool is None:
-            if fmt != "dng":  # the output table builds while the first file decodes, not after
-                import threading
-
-                from rawdev.color import encode_table
-
-                peak = 65535 if options.bits == 16 else 255
-                threading.Thread(target=encode_table, args=(options.look, peak), daemon=True).start()
             summary = run_batch(planned, session, options, run, reporter)
         else:
             with pool:

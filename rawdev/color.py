@@ -93,7 +93,7 @@ _LUT_LOCK = threading.Lock()
 def encode_table(look: str, peak: int) -> np.ndarray:
     """The lookup table from linear sRGB (in 2**LUT_BITS steps) to encoded 0..peak for ``look``:
     built once (0.1 s), under a lock, so that a caller can build it in a thread ahead of the
-    first render (the CLI does while the first file decodes) without building it twice."""
+    first render (rawdev.batch does while the first file decodes) without building it twice."""
     with _LUT_LOCK:
         return _encode_lut(look, peak)
 

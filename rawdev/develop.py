@@ -65,6 +65,11 @@ class DevelopOptions:
         self.denoise_strength  # noqa: B018 (a usage error before any file is read)
 
     @property
+    def peak(self) -> int:
+        """The output's white code: 65535 for 16 bits, 255 for 8."""
+        return 65535 if self.bits == 16 else 255
+
+    @property
     def denoise_strength(self) -> float:
         """The factor on the sensor's noise level told to a noise-aware model (auto: 1)."""
         if self.denoise == "auto":
@@ -158,7 +163,7 @@ def develop_mosaic(
     plan = plan_tiles(h, w, tile=tile, overlap=options.overlap, align=2, scale=contract.scale)
     canon = prepared.canonical
     out_h, out_w = canon.height, canon.width
-    peak = 65535 if options.bits == 16 else 255
+    peak = options.peak
     image = np.empty((out_h, out_w, 3), np.uint16 if options.bits == 16 or camera_rgb else np.uint8)
     # Network output -> camera RGB in 0..65535: undo the headroom scale and the white balance.
     to_camera = (65535.0 * prepared.headroom / np.asarray(prepared.gains, np.float64)).astype(np.float32)
