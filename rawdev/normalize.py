@@ -6,7 +6,6 @@ ever made.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,8 +81,10 @@ class PackedSource:
         self.ceiling = ceiling
         n = len(sites)
         self.shape = (raw.shape[0] // 2, raw.shape[1] // 2, 2 * n if noise is not None else n)
-        self._lookup: list[tuple[np.ndarray, ...]] | None = None
-        self._lookup_lock = threading.Lock()  # tiles may be read from several threads
+        # For 8- and 16-bit raw data, each plane's output as a lookup table over the raw codes: the
+        # same arithmetic done once per code instead of once per sample (with the noise planes,
+        # about a third of a tile's preparation; a few ms to build). None for other data types.
+        self.tables = self._build_tables() if raw.dtype in (np.uint8, np.uint16) else None
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         ys, xs = key
@@ -92,11 +93,10 @@ class PackedSource:
         step = (ys.step or 1) * 2
         block = self.raw[y0:y1, x0:x1]
         sites = [block[dy::step, dx::step] for dy, dx in self.sites]
-        tables = self._tables()
-        if tables is not None:
+        if self.tables is not None:
             out = np.empty(sites[0].shape + (self.shape[2],), np.float32)
             for i, samples in enumerate(sites):
-                for j, table in enumerate(tables[i]):
+                for j, table in enumerate(self.tables[i]):
                     np.take(table, samples, out=out[..., i + j * len(sites)], mode="clip")
             return out
         return self._normalize(np.stack(sites, axis=-1).astype(np.float32))
@@ -111,17 +111,6 @@ class PackedSource:
             return planes
         sigma = noise_sigma(planes, self.plane_gains, self.noise, self.strength, self.ceiling)
         return np.concatenate([planes, sigma], axis=-1)
-
-    def _tables(self) -> list[tuple[np.ndarray, ...]] | None:
-        """For 8- and 16-bit raw data, each plane's output as a lookup table over the raw codes:
-        the same arithmetic done once per code instead of once per sample (with the noise planes,
-        about a third of the time of a tile's preparation). None for other data types."""
-        if self.raw.dtype not in (np.uint8, np.uint16):
-            return None
-        with self._lookup_lock:
-            if self._lookup is None:
-                self._lookup = self._build_tables()
-        return self._lookup
 
     def _build_tables(self) -> list[tuple[np.ndarray, ...]]:
         """[plane][0: value, 1: sigma (with a noise model)] over every raw code."""

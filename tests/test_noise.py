@@ -141,7 +141,7 @@ def test_integer_raw_goes_through_lookup_tables_with_the_same_values_as_the_arit
     noise = NoiseModel(2e-3, 1e-5)
     source = prepare(mosaic, contract, noise=noise).source
     reference = prepare(as_float, contract, noise=noise).source
-    assert source._tables() is not None and reference._tables() is None
+    assert source.tables is not None and reference.tables is None
     for key in [(slice(None), slice(None)), (slice(3, 17), slice(5, 30)), (slice(0, 20, 2), slice(1, 9))]:
         np.testing.assert_array_equal(source[key], reference[key])
 
