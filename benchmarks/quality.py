@@ -377,8 +377,8 @@ def quad_as_bayer_dng(dng: Path, mode: str, out: Path) -> Path:
 
 def rawdev_methods(models: list[str], device: str, threads: int,
                    quads: tuple[str | None, ...] = (None,)) -> list[Method]:
-    """One row per model (and per Quad-Bayer mode), named by its contract's variant and training
-    steps."""
+    """One row per model (and per Quad-Bayer mode), named by the model (its registry name or file stem)
+    and its training steps: two checkpoints of one variant and step count are two rows, not one."""
     from benchmarks.roofline import count_macs
     from rawdev.develop import DevelopOptions, develop_mosaic
     from rawdev.model import file_sha256, resolve_model
@@ -391,7 +391,7 @@ def rawdev_methods(models: list[str], device: str, threads: int,
         session = open_session(path, device=device, threads=threads)
         contract = session.contract
         macs = count_macs(path, MAC_COUNT_TILE)["macs_per_output_mp"]  # non-zero weight taps
-        name = f"rawdev {contract.variant} ({contract.steps} steps)"
+        name = f"rawdev {path.stem} ({contract.steps} steps)"
         for quad in quads:
             options = DevelopOptions(look="neutral", exposure="0", wb="camera", quad_bayer=quad or "bin")
 
@@ -808,7 +808,9 @@ def main(argv: list[str] | None = None) -> int:
     reused: dict = {}
     if args.reuse:
         try:
-            reused = reusable_rows(json.loads(args.reuse.read_text()), order, levels, args, [p.stem for p in paths])
+            sha256s = {m.name: m.info["sha256"] for m in methods if "sha256" in m.info}
+            reused = reusable_rows(json.loads(args.reuse.read_text()), order, levels, args, [p.stem for p in paths],
+                                   sha256s)
         except (OSError, ValueError) as exc:
             print(f"error: --reuse {args.reuse}: {exc}", file=sys.stderr)
             return 2
@@ -900,9 +902,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def reusable_rows(old: dict, names: list[str], levels: list[str], args: argparse.Namespace,
-                  images: list[str]) -> dict[str, dict]:
+                  images: list[str], sha256s: dict[str, str] | None = None) -> dict[str, dict]:
     """The per-image rows and method entries of ``old`` for those of ``names`` it ran on the same
-    captures (every image at every level); a ValueError when its captures differ from this run's."""
+    captures (every image at every level) with the same model file (``sha256s``: a model row's file
+    hash; a row whose model changed is run again); a ValueError when its captures differ from this run's."""
+    sha256s = sha256s or {}
     settings = old.get("settings", {})
     here = {"images": str(args.images), "images_count": len(images), "crop": args.crop, "bits": BITS,
             "black_fraction": BLACK_FRACTION, "cfa": CFAS[args.cfa], "inverse_tone": False, "brightness": 1.0,
@@ -915,7 +919,8 @@ def reusable_rows(old: dict, names: list[str], levels: list[str], args: argparse
     out = {}
     for name in names:
         rows = [r for r in old.get("per_image", []) if r["method"] == name and r["level"] in levels]
-        if name in old.get("methods", {}) and len(rows) == len(images) * len(levels):
+        if name in old.get("methods", {}) and len(rows) == len(images) * len(levels) \
+                and old["methods"][name].get("sha256", sha256s.get(name)) == sha256s.get(name):
             method = dict(old["methods"][name], reused_from=f"{old.get('command', '?')} ({old.get('finished', '?')})")
             out[name] = {"rows": rows, "method": method}
     return out

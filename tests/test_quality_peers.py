@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import bilinear_onnx
+from helpers import bilinear_onnx, tiny_attention_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -174,3 +174,19 @@ def test_bm3d_row_denoises_ahd(tmp_path):
     assert s["libraw-ahd+bm3d"]["levels"]["high"]["psnr"] > s["libraw-ahd"]["levels"]["high"]["psnr"] + 2
     # Noise-free: only the quantization is there to remove, so nothing is lost.
     assert s["libraw-ahd+bm3d"]["levels"]["none"]["psnr"] > s["libraw-ahd"]["levels"]["none"]["psnr"] - 0.3
+
+
+def test_reuse_runs_a_model_again_when_its_file_changed(tmp_path):
+    """Rows are named by the model file's stem and steps; a row is only reused for the very file
+    (sha256) that made it, so a retrained checkpoint under the same name is scored afresh."""
+    images = _images(tmp_path / "images", 64)
+    model = bilinear_onnx(tmp_path / "m.onnx")
+    common = ["--model", str(model), "--levels", "low", "--baselines", "bilinear"]
+    rc, first = _run(tmp_path, images, *common, name="first")
+    assert rc == 0 and first["method_order"] == ["rawdev m (0 steps)", "bilinear"]
+    rc, same = _run(tmp_path, images, *common, "--reuse", str(tmp_path / "first.json"), name="same")
+    assert rc == 0 and "reused_from" in same["methods"]["rawdev m (0 steps)"]
+    tiny_attention_onnx(model)  # another network, same file name
+    rc, changed = _run(tmp_path, images, *common, "--reuse", str(tmp_path / "first.json"), name="changed")
+    assert rc == 0 and "reused_from" not in changed["methods"]["rawdev m (0 steps)"]
+    assert "reused_from" in changed["methods"]["bilinear"]
