@@ -319,6 +319,8 @@ def train(
     branch_width: int = typer.Option(0, min=0, help="Width of that branch (0: C/2)."),
     head_conv: bool = typer.Option(True, "--head-conv/--no-head-conv",
                                    help="Keep the trunk's 3x3 convolution after the strided head."),
+    learned_base: bool = typer.Option(False, help="Add a trainable linear filter (zero response on flat planes) "
+                                      "to the bilinear base; folds into it at no cost."),
     loss_space: str = typer.Option("camera", help="camera (white-balanced camera RGB, as the network outputs "
                                    "it) or srgb (through each sample's colour matrix, as the image is scored)."),
 ) -> None:
@@ -330,6 +332,8 @@ def train(
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
     if loss_space not in LOSS_SPACES or (loss_space == "srgb" and pairs):
         raise usage_error(f"--loss-space {loss_space!r}: choose camera or srgb (srgb: synthetic data only)")
+    if learned_base and variant == "paper":
+        raise usage_error("--learned-base needs the bilinear base of --variant residual or noise")
     if (half_depth or half_branch) and variant == "paper":
         raise usage_error("--half-depth and --half-branch need the H/2 shortcut of --variant residual or noise")
     if half_depth and half_branch:
@@ -347,7 +351,7 @@ def train(
         colour_weight=colour_weight, hard_fraction=hard_fraction,
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
         correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth, half_branch=half_branch,
-        branch_width=branch_width, head_conv=head_conv, loss_space=loss_space,
+        branch_width=branch_width, head_conv=head_conv, loss_space=loss_space, learned_base=learned_base,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

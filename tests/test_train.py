@@ -398,3 +398,26 @@ def test_a_narrow_branch_without_the_head_conv_folds_exactly_and_takes_the_rest_
     trained = _randomized(lean, seed=7)
     x = np.random.default_rng(8).random((1, 20, 24, 8)).astype(np.float32)
     np.testing.assert_allclose(fold_for_inference(trained)(x).numpy(), trained(x).numpy(), atol=2e-6)
+
+
+def test_a_learned_base_starts_as_the_bilinear_one_keeps_flat_fields_and_folds_exactly():
+    """learned_base adds a trainable zero-DC filter to the bilinear base: warm-started, the function
+    is the checkpoint's; trained, it sharpens edges but gives a flat mosaic exactly the bilinear
+    base's colour; and it folds into the base's one convolution."""
+    from rawdev.train.network import fold_for_inference, warm_start
+
+    plain = _randomized(build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0), seed=9)
+    learned = build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=True)
+    copied = warm_start(learned, plain)
+    assert "rgb" in copied and "base_delta" not in copied
+    x = np.random.default_rng(10).random((1, 20, 24, 8)).astype(np.float32)
+    np.testing.assert_allclose(learned(x).numpy(), plain(x).numpy(), atol=1e-6)
+
+    learned.get_layer("base_delta").kernel.assign(np.random.default_rng(11).normal(0, 0.2, (3, 3, 4, 12)))
+    assert np.abs(learned(x).numpy() - plain(x).numpy()).max() > 1e-2
+    flat = np.concatenate([np.full((1, 20, 24, 4), 0.3, np.float32) * [1.0, 0.6, 0.6, 0.4],
+                           np.full((1, 20, 24, 4), 0.01, np.float32)], axis=-1)
+    np.testing.assert_allclose(learned(flat).numpy(), plain(flat).numpy(), atol=1e-6)
+    np.testing.assert_allclose(fold_for_inference(learned)(x).numpy(), learned(x).numpy(), atol=2e-6)
+    with pytest.raises(ValueError, match="bilinear base"):
+        build_csanet(8, "paper", learned_base=True)

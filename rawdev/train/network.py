@@ -16,6 +16,11 @@ Any variant with a bilinear base can also be built with ``correction_lowpass`` (
 in output pixels): the network's correction then has its own local mean taken away, so the mean
 colour of every area is the bilinear base's, the mosaic's own. On a flat field a demosaicker must
 give back the field's camera RGB; without this the correction's low frequencies drift it.
+
+``learned_base`` adds a trainable linear filter to that base (a 3x3 convolution on the packed
+planes, about 6x6 mosaic samples), constrained to zero response on every flat plane: the base
+learns what gradient-corrected demosaickers (Malvar et al. 2004) fix by hand, the flat-field
+colour stays the mosaic's own, and it folds into the base's existing convolution at no cost.
 """
 
 from __future__ import annotations
@@ -67,7 +72,8 @@ def _dam(x, width: int, reduction: int, name: str):
     return layers.Add(name=f"{name}_out")([x, fused])
 
 
-ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "branch_width", "head_conv", "correction_lowpass")
+ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "branch_width", "head_conv", "correction_lowpass",
+                     "learned_base")
 
 
 def architecture(config: dict) -> dict:
@@ -78,7 +84,7 @@ def architecture(config: dict) -> dict:
 
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
                  correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0,
-                 branch_width: int = 0, head_conv: bool = True):
+                 branch_width: int = 0, head_conv: bool = True, learned_base: bool = False):
     """Build CSANet as a Keras functional model with free spatial size.
 
     ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
@@ -90,11 +96,14 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
     without the branch is where training starts, so a shipped checkpoint warm-starts it whole.
     ``branch_width`` is the branch's width (0: C/2); ``head_conv=False`` drops the 3x3
     convolution between the strided head and the first DAM (0.58 GMAC per output MP at C=32), the
-    cheapest layer of the trunk to give up for the branch."""
+    cheapest layer of the trunk to give up for the branch. ``learned_base``: see the module's
+    docstring; it starts at zero, so a checkpoint without it is where training begins."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     if correction_lowpass and variant == "paper":
         raise ValueError("correction_lowpass needs a variant with a bilinear base (residual or noise)")
+    if learned_base and variant == "paper":
+        raise ValueError("learned_base needs a variant with a bilinear base (residual or noise)")
     keras = _keras()
     layers = keras.layers
     noise = variant == "noise"
@@ -142,8 +151,44 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
             local_mean = _normalized_blur(local_mean, correction_lowpass / 2, "lowpass")
             local_mean = layers.UpSampling2D(2, name="lowpass_up")(local_mean)
             correction = layers.Subtract(name="lowpass_free")([correction, local_mean])
-        rgb = layers.Add(name="residual_out")([bilinear_base(planes), correction])
+        base = bilinear_base(planes)
+        if learned_base:
+            delta = _zero_dc_conv()(12, name="base_delta")(_reflect_pad1(planes, "base_delta_pad"))
+            base = layers.Add(name="base_learned")([base, _depth_to_space(delta, "base_delta_d2s")])
+        rgb = layers.Add(name="residual_out")([base, correction])
     return keras.Model(packed, rgb, name=f"csanet_{variant}_c{width}")
+
+
+def zero_dc(kernel):
+    """A (kh, kw, in, out) kernel less its mean over the taps: no response to a constant plane."""
+    return kernel - kernel.mean(axis=(0, 1), keepdims=True)
+
+
+_ZERO_DC_CONV = None
+
+
+def _zero_dc_conv():
+    """The class of a bias-free, valid 3x3 convolution whose kernel is kept zero-DC (``zero_dc``)
+    by construction, so training can never move a flat field's colour through it."""
+    global _ZERO_DC_CONV
+    if _ZERO_DC_CONV is None:
+        keras = _keras()
+
+        class ZeroDCConv(keras.layers.Layer):
+            def __init__(self, filters: int, **kwargs):
+                super().__init__(**kwargs)
+                self.filters = filters
+
+            def build(self, input_shape):
+                self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters), initializer="zeros",
+                                              name="kernel")
+
+            def call(self, x):
+                kernel = self.kernel - keras.ops.mean(self.kernel, axis=(0, 1), keepdims=True)  # zero_dc
+                return keras.ops.conv(x, kernel, strides=1, padding="valid")
+
+        _ZERO_DC_CONV = ZeroDCConv
+    return _ZERO_DC_CONV
 
 
 def _conv_with_noise(planes, sigma, width: int, kernel: int, strides: int, name: str):
@@ -319,6 +364,8 @@ def fold_for_inference(model):
             dense[:, :, c, c] = interp[:, :, c, 0]
         # scatter (1x1, 4 -> 12) then the subpixel form of the interpolation: one 3x3 conv 4 -> 12
         bil = np.tensordot(subpixel_kernel(dense), scatter[0, 0], axes=([2], [1])).transpose(0, 1, 3, 2)
+        if "base_delta" in names:
+            bil = bil + zero_dc(model.get_layer("base_delta").get_weights()[0])
         padded = _reflect_pad1(packed, "bilinear_pad_fold")
         base = layers.Conv2D(12, 3, padding="valid", use_bias=False, name="bilinear_subpixel")
         b = base(padded)
