@@ -65,7 +65,7 @@ def test_shipped_model_keeps_the_mean_flat_colour_on_every_camera_exposure_and_n
 
 
 @pytest.mark.xfail(strict=True, reason="issue #10 target not met yet (benchmarks/RESULTS.md, flat-field): the "
-                   "largest drift is 3.3 (csanet-nmlps-c32), in the dark (-6 EV) at high noise, about half of "
+                   "largest drift is 3.3 (csanet-nmlps2-c32), in the dark (-6 EV) at high noise, about half of "
                    "it residual noise clipped at black after the colour matrix")
 def test_shipped_model_keeps_every_flat_colour_within_the_largest_drift_target(drift_rows):
     assert drift_rows["rawdev"]["drift"]["max"] <= ff.TARGET_MAX, drift_rows["rawdev"]["drift"]
