@@ -67,6 +67,7 @@ class ModelSpec:
     half_branch: int = 0  # 3x3 convolutions in a residual branch at H/2
     branch_width: int = 0  # that branch's width (0: C/2)
     head_conv: bool = True  # the trunk's 3x3 convolution after the strided head
+    learned_base: bool = False  # a trainable zero-DC filter added to the bilinear base
 
     def build(self):
         """The untrained Keras network this spec describes."""
@@ -74,7 +75,8 @@ class ModelSpec:
 
         return build_csanet(self.width, self.variant, n_dam=self.n_dam, half_depth=self.half_depth,
                             half_branch=self.half_branch, branch_width=self.branch_width,
-                            head_conv=self.head_conv, correction_lowpass=self.correction_lowpass)
+                            head_conv=self.head_conv, correction_lowpass=self.correction_lowpass,
+                            learned_base=self.learned_base)
 
 
 def _tf():
@@ -124,6 +126,7 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         half_branch=int(config.get("half_branch") or 0),
         branch_width=int(config.get("branch_width") or 0),
         head_conv=bool(config.get("head_conv", True)),
+        learned_base=bool(config.get("learned_base", False)),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 

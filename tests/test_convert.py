@@ -95,6 +95,22 @@ def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_pa
     np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
 
 
+def test_a_run_with_a_learned_base_converts_from_its_config_into_the_same_graph(tmp_path):
+    """The learned base folds into the bilinear base's convolution: parity, and no node more than
+    the same network without it."""
+    model = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=True)
+    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, correction_lowpass=8.0, learned_base=True)
+    report = convert_checkpoint(run, tmp_path / "m.onnx")
+    assert report.max_abs_diff <= 1e-4
+    x = np.random.default_rng(4).random((1, 22, 18, 8), dtype=np.float32)
+    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+    plain = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0)
+    convert_checkpoint(_save_run(tmp_path / "plain", plain, "noise", 8, n_dam=1, correction_lowpass=8.0),
+                       tmp_path / "plain.onnx")
+    ops = [sorted(n.op_type for n in onnx.load(tmp_path / f).graph.node) for f in ("m.onnx", "plain.onnx")]
+    assert ops[0] == ops[1]
+
+
 def test_foreign_checkpoint_converts_through_a_name_map(tmp_path):
     model = _trained_like(8, "paper", seed=3)
     foreign = {}
