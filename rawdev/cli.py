@@ -319,8 +319,9 @@ def train(
     branch_width: int = typer.Option(0, min=0, help="Width of that branch (0: C/2)."),
     head_conv: bool = typer.Option(True, "--head-conv/--no-head-conv",
                                    help="Keep the trunk's 3x3 convolution after the strided head."),
-    learned_base: bool = typer.Option(False, help="Add a trainable linear filter (zero response on flat planes) "
-                                      "to the bilinear base; folds into it at no cost."),
+    learned_base: float = typer.Option(0.0, min=0.0, help="Add a trainable linear filter (zero response on flat "
+                                       "planes) to the bilinear base, its parameter scaled by this gain (it learns "
+                                       "that much faster); 0 = none. Folds into the base at no cost."),
     loss_space: str = typer.Option("camera", help="camera (white-balanced camera RGB, as the network outputs "
                                    "it) or srgb (through each sample's colour matrix, as the image is scored)."),
 ) -> None:

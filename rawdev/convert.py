@@ -67,7 +67,7 @@ class ModelSpec:
     half_branch: int = 0  # 3x3 convolutions in a residual branch at H/2
     branch_width: int = 0  # that branch's width (0: C/2)
     head_conv: bool = True  # the trunk's 3x3 convolution after the strided head
-    learned_base: bool = False  # a trainable zero-DC filter added to the bilinear base
+    learned_base: float = 0.0  # gain of a trainable zero-DC filter added to the bilinear base (0: none)
 
     def build(self):
         """The untrained Keras network this spec describes."""
@@ -126,7 +126,7 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         half_branch=int(config.get("half_branch") or 0),
         branch_width=int(config.get("branch_width") or 0),
         head_conv=bool(config.get("head_conv", True)),
-        learned_base=bool(config.get("learned_base", False)),
+        learned_base=float(config.get("learned_base") or 0.0),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 

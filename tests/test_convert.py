@@ -98,8 +98,8 @@ def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_pa
 def test_a_run_with_a_learned_base_converts_from_its_config_into_the_same_graph(tmp_path):
     """The learned base folds into the bilinear base's convolution: parity, and no node more than
     the same network without it."""
-    model = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=True)
-    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, correction_lowpass=8.0, learned_base=True)
+    model = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=5.0)
+    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, correction_lowpass=8.0, learned_base=5.0)
     report = convert_checkpoint(run, tmp_path / "m.onnx")
     assert report.max_abs_diff <= 1e-4
     x = np.random.default_rng(4).random((1, 22, 18, 8), dtype=np.float32)

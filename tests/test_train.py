@@ -407,17 +407,21 @@ def test_a_learned_base_starts_as_the_bilinear_one_keeps_flat_fields_and_folds_e
     from rawdev.train.network import fold_for_inference, warm_start
 
     plain = _randomized(build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0), seed=9)
-    learned = build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=True)
+    learned = build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=20.0)
     copied = warm_start(learned, plain)
     assert "rgb" in copied and "base_delta" not in copied
     x = np.random.default_rng(10).random((1, 20, 24, 8)).astype(np.float32)
     np.testing.assert_allclose(learned(x).numpy(), plain(x).numpy(), atol=1e-6)
 
-    learned.get_layer("base_delta").kernel.assign(np.random.default_rng(11).normal(0, 0.2, (3, 3, 4, 12)))
+    learned.get_layer("base_delta").kernel.assign(np.random.default_rng(11).normal(0, 0.01, (3, 3, 4, 12)))  # x20
     assert np.abs(learned(x).numpy() - plain(x).numpy()).max() > 1e-2
     flat = np.concatenate([np.full((1, 20, 24, 4), 0.3, np.float32) * [1.0, 0.6, 0.6, 0.4],
                            np.full((1, 20, 24, 4), 0.01, np.float32)], axis=-1)
     np.testing.assert_allclose(learned(flat).numpy(), plain(flat).numpy(), atol=1e-6)
     np.testing.assert_allclose(fold_for_inference(learned)(x).numpy(), learned(x).numpy(), atol=2e-6)
+    # The same filter warm-started into a network that gives it another gain: the same function.
+    faster = build_csanet(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=100.0)
+    assert "base_delta" in warm_start(faster, learned)
+    np.testing.assert_allclose(faster(x).numpy(), learned(x).numpy(), atol=2e-6)
     with pytest.raises(ValueError, match="bilinear base"):
-        build_csanet(8, "paper", learned_base=True)
+        build_csanet(8, "paper", learned_base=1.0)

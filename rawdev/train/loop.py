@@ -57,7 +57,7 @@ class TrainConfig:
     half_branch: int = 0  # 3x3 convolutions (width C/2) in a zero-initialised residual branch at H/2
     branch_width: int = 0  # that branch's width; 0 = C/2
     head_conv: bool = True  # the 3x3 convolution between the strided head and the first DAM
-    learned_base: bool = False  # a trainable zero-DC linear filter added to the bilinear base
+    learned_base: float = 0.0  # gain of a trainable zero-DC filter added to the bilinear base (0: none)
     # Where the loss compares: "camera" (white-balanced camera RGB, as the network outputs it) or
     # "srgb" (through each sample's camera -> sRGB matrix first, as the image is scored and seen:
     # the matrix amplifies chroma errors, which the camera-space loss under-weights).

@@ -21,6 +21,8 @@ give back the field's camera RGB; without this the correction's low frequencies 
 planes, about 6x6 mosaic samples), constrained to zero response on every flat plane: the base
 learns what gradient-corrected demosaickers (Malvar et al. 2004) fix by hand, the flat-field
 colour stays the mosaic's own, and it folds into the base's existing convolution at no cost.
+Its value is the gain on that filter's parameter (1: plain; larger: the filter learns that many
+times faster than the rest of the network under Adam, whose steps do not scale with the gradient).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def architecture(config: dict) -> dict:
 
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
                  correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0,
-                 branch_width: int = 0, head_conv: bool = True, learned_base: bool = False):
+                 branch_width: int = 0, head_conv: bool = True, learned_base: float = 0.0):
     """Build CSANet as a Keras functional model with free spatial size.
 
     ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
@@ -153,7 +155,8 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
             correction = layers.Subtract(name="lowpass_free")([correction, local_mean])
         base = bilinear_base(planes)
         if learned_base:
-            delta = _zero_dc_conv()(12, name="base_delta")(_reflect_pad1(planes, "base_delta_pad"))
+            delta = _zero_dc_conv()(12, gain=float(learned_base), name="base_delta")
+            delta = delta(_reflect_pad1(planes, "base_delta_pad"))
             base = layers.Add(name="base_learned")([base, _depth_to_space(delta, "base_delta_d2s")])
         rgb = layers.Add(name="residual_out")([base, correction])
     return keras.Model(packed, rgb, name=f"csanet_{variant}_c{width}")
@@ -175,9 +178,10 @@ def _zero_dc_conv():
         keras = _keras()
 
         class ZeroDCConv(keras.layers.Layer):
-            def __init__(self, filters: int, **kwargs):
+            def __init__(self, filters: int, gain: float = 1.0, **kwargs):
                 super().__init__(**kwargs)
                 self.filters = filters
+                self.gain = gain
 
             def build(self, input_shape):
                 self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters), initializer="zeros",
@@ -185,6 +189,7 @@ def _zero_dc_conv():
 
             def call(self, x):
                 kernel = self.kernel - keras.ops.mean(self.kernel, axis=(0, 1), keepdims=True)  # zero_dc
+                kernel = kernel * self.gain
                 return keras.ops.conv(x, kernel, strides=1, padding="valid")
 
         _ZERO_DC_CONV = ZeroDCConv
@@ -253,7 +258,8 @@ def warm_start(model, source) -> list[str]:
             continue
         weights = other.get_weights()
         if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
-            layer.set_weights(weights)
+            rescale = getattr(other, "gain", 1.0) / getattr(layer, "gain", 1.0)  # the same filter at another gain
+            layer.set_weights([w * rescale for w in weights] if rescale != 1.0 else weights)
             copied.append(layer.name)
     return copied
 
@@ -365,7 +371,8 @@ def fold_for_inference(model):
         # scatter (1x1, 4 -> 12) then the subpixel form of the interpolation: one 3x3 conv 4 -> 12
         bil = np.tensordot(subpixel_kernel(dense), scatter[0, 0], axes=([2], [1])).transpose(0, 1, 3, 2)
         if "base_delta" in names:
-            bil = bil + zero_dc(model.get_layer("base_delta").get_weights()[0])
+            delta = model.get_layer("base_delta")
+            bil = bil + delta.gain * zero_dc(delta.get_weights()[0])
         padded = _reflect_pad1(packed, "bilinear_pad_fold")
         base = layers.Conv2D(12, 3, padding="valid", use_bias=False, name="bilinear_subpixel")
         b = base(padded)
