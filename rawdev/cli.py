@@ -332,7 +332,7 @@ def train(
     except ImportError as exc:
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
     if loss_space not in LOSS_SPACES or (loss_space == "srgb" and pairs):
-        raise usage_error(f"--loss-space {loss_space!r}: choose camera or srgb (srgb: synthetic data only)")
+        raise usage_error(f"--loss-space {loss_space!r}: choose {' or '.join(LOSS_SPACES)} (srgb: synthetic data only)")
     if learned_base and variant == "paper":
         raise usage_error("--learned-base needs the bilinear base of --variant residual or noise")
     if (half_depth or half_branch) and variant == "paper":
