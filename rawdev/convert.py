@@ -71,12 +71,10 @@ class ModelSpec:
 
     def build(self):
         """The untrained Keras network this spec describes."""
-        from rawdev.train.network import build_csanet
+        from rawdev.train.network import ARCHITECTURE_KEYS, build_csanet
 
-        return build_csanet(self.width, self.variant, n_dam=self.n_dam, half_depth=self.half_depth,
-                            half_branch=self.half_branch, branch_width=self.branch_width,
-                            head_conv=self.head_conv, correction_lowpass=self.correction_lowpass,
-                            learned_base=self.learned_base)
+        # Every architecture key the network takes, so a new one cannot be left out of the build.
+        return build_csanet(self.width, self.variant, **{k: getattr(self, k) for k in ARCHITECTURE_KEYS})
 
 
 def _tf():

@@ -27,6 +27,7 @@ times faster than the rest of the network under Adam, whose steps do not scale w
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -162,38 +163,33 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
     return keras.Model(packed, rgb, name=f"csanet_{variant}_c{width}")
 
 
-def zero_dc(kernel):
-    """A (kh, kw, in, out) kernel less its mean over the taps: no response to a constant plane."""
-    return kernel - kernel.mean(axis=(0, 1), keepdims=True)
+def zero_dc(kernel, mean=np.mean):
+    """A (kh, kw, in, out) kernel less its mean over the taps: no response to a constant plane.
+    ``mean``: numpy's, or keras.ops.mean for a tensor."""
+    return kernel - mean(kernel, axis=(0, 1), keepdims=True)
 
 
-_ZERO_DC_CONV = None
-
-
+@functools.cache
 def _zero_dc_conv():
     """The class of a bias-free, valid 3x3 convolution whose kernel is kept zero-DC (``zero_dc``)
     by construction, so training can never move a flat field's colour through it."""
-    global _ZERO_DC_CONV
-    if _ZERO_DC_CONV is None:
-        keras = _keras()
+    keras = _keras()
 
-        class ZeroDCConv(keras.layers.Layer):
-            def __init__(self, filters: int, gain: float = 1.0, **kwargs):
-                super().__init__(**kwargs)
-                self.filters = filters
-                self.gain = gain
+    class ZeroDCConv(keras.layers.Layer):
+        def __init__(self, filters: int, gain: float = 1.0, **kwargs):
+            super().__init__(**kwargs)
+            self.filters = filters
+            self.gain = gain
 
-            def build(self, input_shape):
-                self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters), initializer="zeros",
-                                              name="kernel")
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(3, 3, input_shape[-1], self.filters), initializer="zeros",
+                                          name="kernel")
 
-            def call(self, x):
-                kernel = self.kernel - keras.ops.mean(self.kernel, axis=(0, 1), keepdims=True)  # zero_dc
-                kernel = kernel * self.gain
-                return keras.ops.conv(x, kernel, strides=1, padding="valid")
+        def call(self, x):
+            kernel = zero_dc(self.kernel, keras.ops.mean) * self.gain
+            return keras.ops.conv(x, kernel, strides=1, padding="valid")
 
-        _ZERO_DC_CONV = ZeroDCConv
-    return _ZERO_DC_CONV
+    return ZeroDCConv
 
 
 def _conv_with_noise(planes, sigma, width: int, kernel: int, strides: int, name: str):
