@@ -182,7 +182,7 @@ def develop_mosaic(
             if camera_rgb:
                 target[...] = np.clip(np.round(pixels * to_camera), 0.0, 65535.0)
             elif linear:
-                render_to_int(pixels, rendering_out, peak, out=target)
+                render_to_int(pixels, rendering_out, peak, out=target, keep_dark_means=True)
             else:
                 target[...] = np.round(np.clip(pixels, 0.0, 1.0) * np.float32(peak))
         if on_rows is not None and block.x0 + w >= canon.left + out_w:  # a tile row's last block

@@ -8,6 +8,7 @@ from rawdev.color import (
     Rendering,
     cam_to_srgb_matrix,
     inverse_smoothstep_tone,
+    lift_negatives,
     render,
     render_to_int,
     smoothstep_tone,
@@ -46,3 +47,61 @@ def test_lookup_table_render_matches_exact_render_to_one_code(look, peak):
     fast = render_to_int(rgb, r, peak).astype(np.float64)
     assert np.abs(fast - exact).max() <= 1
     assert fast.dtype == np.float64 and render_to_int(rgb, r, peak).dtype == (np.uint8 if peak == 255 else np.uint16)
+
+
+def _noisy_plane(mean: float, sigma: float, shape=(256, 256), seed: int = 0) -> np.ndarray:
+    return (mean + sigma * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
+
+
+def test_lifting_negatives_keeps_the_local_mean_where_a_clip_raises_it():
+    """Noise round a dark level: a clip at 0 lifts the mean by about 0.4 sigma (a cast); lifting
+    takes that back from the small values around, so the mean stays within a few percent of sigma."""
+    sigma = 1.0
+    for level in (0.1, 0.5, 1.0):
+        image = np.stack([_noisy_plane(level, sigma, seed=s) for s in range(3)], axis=-1)
+        clipped = np.maximum(image, 0).mean()
+        lifted = image.copy()
+        lift_negatives(lifted)
+        assert lifted.min() >= 0
+        assert clipped - level > 0.08 * sigma  # the bias being removed
+        assert abs(lifted.mean() - level) < 0.03 * sigma, (level, lifted.mean())
+
+
+def test_lifting_leaves_images_without_negatives_and_bright_values_alone():
+    image = np.random.default_rng(1).random((64, 80, 3), dtype=np.float32) + np.float32(0.01)
+    before = image.copy()
+    lift_negatives(image)
+    np.testing.assert_array_equal(image, before)
+    # A dark noisy half beside a bright half: bright values (signal, far above the noise) and every
+    # pixel beyond the reach of a negative value keep their exact values.
+    dark = _noisy_plane(0.0, 0.01, (64, 128), seed=2)
+    bright = np.full((64, 128), 0.5, np.float32) + _noisy_plane(0.0, 0.01, (64, 128), seed=3)
+    plane = np.concatenate([dark, bright], axis=1)
+    image = np.repeat(plane[..., None], 3, axis=-1)
+    before = image.copy()
+    lift_negatives(image)
+    np.testing.assert_array_equal(image[:, 128:], before[:, 128:])
+    changed = np.flatnonzero((image != before).any(axis=(0, 2)))
+    assert changed.max() < 128
+
+
+def test_lifting_takes_nothing_from_a_neighbouring_colour():
+    """A channel near 0 beside an area where that channel is bright (cyan beside red): its clip
+    bias is paid by its own small values, not by the bright area, so its mean stays near its level."""
+    near_zero = _noisy_plane(0.2, 1.0, (128, 64), seed=4)
+    bright = _noisy_plane(50.0, 1.0, (128, 64), seed=5)
+    image = np.repeat(np.concatenate([near_zero, bright], axis=1)[..., None], 3, axis=-1)
+    before = image.copy()
+    lift_negatives(image)
+    np.testing.assert_array_equal(image[:, 64:], before[:, 64:])
+    assert abs(image[:, :64].mean() - before[:, :64].mean()) < 0.03
+    assert np.maximum(before[:, :64], 0).mean() - before[:, :64].mean() > 0.25  # what a clip adds
+
+
+def test_rendering_keeps_dark_means_only_when_asked():
+    rgb = np.repeat(_noisy_plane(0.002, 0.004, (128, 128), seed=6)[..., None], 3, axis=-1)
+    r = Rendering(np.eye(3), look="neutral")
+    plain, kept = (srgb_decode(render_to_int(rgb, r, 65535, keep_dark_means=k) / np.float32(65535)).mean()
+                   for k in (False, True))
+    assert plain > 0.002 + 0.0006  # the clip's lift (0.2 sigma at 0.5 sigma)
+    assert abs(kept - 0.002) < 0.0003

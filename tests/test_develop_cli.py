@@ -529,11 +529,11 @@ def test_a_failure_while_rendering_in_the_background_fails_the_file_not_the_batc
     real = rawdev.develop.render_to_int
     calls = {"n": 0}
 
-    def flaky(pixels, rendering, peak, out=None):
+    def flaky(pixels, rendering, peak, out=None, **options):
         calls["n"] += 1
         if calls["n"] > 1:  # the first file's one block renders, the next file's fails
             raise RuntimeError("render broke")
-        return real(pixels, rendering, peak, out=out)
+        return real(pixels, rendering, peak, out=out, **options)
 
     monkeypatch.setattr(rawdev.develop, "render_to_int", flaky)
     result = develop(tmp_path, "-o", tmp_path / "out", "--jobs", "1", model=bilinear_model)  # patched here only
