@@ -86,28 +86,29 @@ def _ops_after(op: str, path) -> set[str]:
     return {n.op_type for n in graph.node if outputs & set(n.input)}
 
 
-def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_parity(tmp_path):
-    model = _trained_like(8, "noise", n_dam=1, half_depth=2, correction_lowpass=8.0)
-    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, half_depth=2, correction_lowpass=8.0)
-    report = convert_checkpoint(run, tmp_path / "m.onnx")
+def _converts_with_parity(folder, **architecture) -> onnx.ModelProto:
+    """Train-like weights of a width-8 noise network with ``architecture``, saved as a run in
+    ``folder`` with that config, converted; the ONNX file gives TensorFlow's answer."""
+    model = _trained_like(8, "noise", **architecture)
+    report = convert_checkpoint(_save_run(folder, model, "noise", 8, **architecture), folder / "m.onnx")
     assert report.max_abs_diff <= 1e-4
     x = np.random.default_rng(4).random((1, 22, 18, 8), dtype=np.float32)
-    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
+    np.testing.assert_allclose(_run_onnx(folder / "m.onnx", x), model(x).numpy(), atol=1e-4)
+    return onnx.load(str(folder / "m.onnx"))
+
+
+def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_parity(tmp_path):
+    _converts_with_parity(tmp_path, n_dam=1, half_depth=2, correction_lowpass=8.0)
 
 
 def test_a_run_with_a_learned_base_converts_from_its_config_into_the_same_graph(tmp_path):
     """The learned base folds into the bilinear base's convolution: parity, and no node more than
     the same network without it."""
-    model = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0, learned_base=5.0)
-    run = _save_run(tmp_path, model, "noise", 8, n_dam=1, correction_lowpass=8.0, learned_base=5.0)
-    report = convert_checkpoint(run, tmp_path / "m.onnx")
-    assert report.max_abs_diff <= 1e-4
-    x = np.random.default_rng(4).random((1, 22, 18, 8), dtype=np.float32)
-    np.testing.assert_allclose(_run_onnx(tmp_path / "m.onnx", x), model(x).numpy(), atol=1e-4)
-    plain = _trained_like(8, "noise", n_dam=1, correction_lowpass=8.0)
-    convert_checkpoint(_save_run(tmp_path / "plain", plain, "noise", 8, n_dam=1, correction_lowpass=8.0),
-                       tmp_path / "plain.onnx")
-    ops = [sorted(n.op_type for n in onnx.load(tmp_path / f).graph.node) for f in ("m.onnx", "plain.onnx")]
+    (tmp_path / "learned").mkdir()
+    (tmp_path / "plain").mkdir()
+    learned = _converts_with_parity(tmp_path / "learned", n_dam=1, correction_lowpass=8.0, learned_base=5.0)
+    plain = _converts_with_parity(tmp_path / "plain", n_dam=1, correction_lowpass=8.0)
+    ops = [sorted(n.op_type for n in m.graph.node) for m in (learned, plain)]
     assert ops[0] == ops[1]
 
 
