@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rawdev.color import LOOKS, Rendering, render_to_int
+from rawdev.color import LOOKS, Rendering, lift_negatives, render_to_int
 from rawdev.noise import NoiseModel, estimate_noise
 from rawdev.normalize import QUAD_MODES, Prepared, parse_wb, prepare
 from rawdev.overlap import InOrder
@@ -180,7 +180,9 @@ def develop_mosaic(
             pixels = block.pixels[top - block.y0 : bottom - block.y0, left - block.x0 : right - block.x0]
             target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
             if camera_rgb:
-                target[...] = np.clip(np.round(pixels * to_camera), 0.0, 65535.0)
+                camera = pixels * to_camera
+                lift_negatives(camera)  # a raw editor reads dark means as they were, not lifted by a clip
+                target[...] = np.clip(np.round(camera), 0.0, 65535.0)
             elif linear:
                 render_to_int(pixels, rendering_out, peak, out=target, keep_dark_means=True)
             else:

@@ -211,6 +211,30 @@ def test_a_bright_warm_patch_keeps_its_value_in_the_tiffs_linear_data(bilinear_s
     np.testing.assert_allclose(linear, [0.66, 0.15, 0.225], atol=3e-3)  # red was 0.5 when clipped at 1
 
 
+def test_a_dark_noisy_patch_keeps_its_mean_in_the_dng(tmp_path):
+    """Noise round black, through a model that takes values below black (as the noise-aware ones
+    do): the DNG's camera RGB keeps each channel's mean (rawdev.color.lift_negatives), where a
+    plain clip at 0 would lift it by a third of the noise."""
+    from helpers import bilinear_onnx
+
+    from rawdev.cfa import parse_cfa
+    from rawdev.dng import D65, ColourProfile
+    from rawdev.model import ModelContract
+    from rawdev.session import open_session
+
+    contract = ModelContract(variant="bilinear", width=0, clip_below_black="no")
+    session = open_session(bilinear_onnx(tmp_path / "b.onnx", contract), "cpu", threads=1)
+
+    rng = np.random.default_rng(5)
+    data = np.round(256 + 4 + 12 * rng.standard_normal((128, 128))).astype(np.uint16)  # 4 codes over black
+    mosaic = Mosaic(data=data, cfa=parse_cfa("RGGB"), black=np.full((2, 2), 256.0), white=4095.0,
+                    wb_camera=np.array([2.0, 1.0, 1.5]), cam_to_srgb=np.eye(3),
+                    colour_profile=ColourProfile((D65,), (XYZ_TO_CAM,)))
+    camera = develop_mosaic(mosaic, session, NEUTRAL, camera_rgb=True).image.astype(float) / 65535
+    level = (data.astype(float).mean() - 256) / (4095 - 256)
+    np.testing.assert_allclose(camera.reshape(-1, 3).mean(0), level, rtol=0.1)
+
+
 # --- file policy ---------------------------------------------------------------------------------
 
 
