@@ -311,7 +311,7 @@ def markdown(report: dict) -> str:
              f"from each matrix) x EV {', '.join(f'{e:+d}' for e in report['evs'])} x noise "
              f"{', '.join(report['levels'])}; 24 patches each, {SAMPLE} x {SAMPLE} px measured of {PATCH} x {PATCH}",
              f"- targets (issue #10): mean at most {TARGET_MEAN}, largest at most {TARGET_MAX}; cells are mean / "
-             "largest CIEDE2000", "",
+             "largest CIEDE2000",
              f"- noise draws per case: {report.get('draws', 1)}; every mean (developed, floor, truth) is averaged "
              "over them in linear light before the comparison", "",
              "**Drift**: CIEDE2000 between each patch's developed mean and the mean of the noisy mosaic's own "
