@@ -76,7 +76,9 @@ def test_speed_runs_and_reports_missing_tools(tmp_path, tiny_dng, model, monkeyp
     assert entry["tools"]["rawdev"]["ratio_to_rawdev"] == 1.0
     assert report["batch"]["ok"] and report["batch"]["files"] == 2
     stages = report["stages"]["stages_s"]
-    assert 0 < stages["inference"]["median"] <= stages["develop_mosaic"]["median"]
+    # Both stages measured; which is longer on a 96 x 128 file is the machine's noise, not the script's
+    # (a loaded CI run once timed the replayed inference at 19 ms against develop's 16).
+    assert stages["inference"]["median"] > 0 and stages["develop_mosaic"]["median"] > 0
     assert report["pause"]["enabled"] is False
     for key in ("platform", "cpu_model", "logical_cores"):
         assert report["machine"][key]
