@@ -124,16 +124,18 @@ def lift_negatives(linear: np.ndarray) -> None:
     (2 REACH + 1)^2 cells around it. Brighter values, and every area without negative values
     within REACH cells, are left exactly as they are; where the local mean itself is below 0 the
     area goes to 0 (the nearest an image can hold)."""
-    if linear.min() >= 0:
+    if linear.min() >= 0:  # a NaN minimum goes on to the channels' own check
         return
     h, w, channels = linear.shape
     for ch in range(channels):
         plane = linear[..., ch]
-        if plane.min() >= 0:
+        below = plane < 0
+        rows = np.flatnonzero(below.any(axis=1))
+        if not rows.size:
             continue
         # Only the cells within REACH of a negative value can change: work on their bounding box,
         # zero-padded to whole cells and seen as (cell rows, CELL, cell columns, CELL).
-        (y0, y1), (x0, x1) = (_reach(np.flatnonzero((plane < 0).any(axis=a)), n) for a, n in ((1, h), (0, w)))
+        (y0, y1), (x0, x1) = _reach(rows, h), _reach(np.flatnonzero(below.any(axis=0)), w)
         hc, wc = -(-(y1 - y0) // CELL), -(-(x1 - x0) // CELL)
         x = np.zeros((hc * CELL, wc * CELL), np.float32)
         x[: y1 - y0, : x1 - x0] = plane[y0:y1, x0:x1]

@@ -105,3 +105,11 @@ def test_rendering_keeps_dark_means_only_when_asked():
                    for k in (False, True))
     assert plain > 0.002 + 0.0006  # the clip's lift (0.2 sigma at 0.5 sigma)
     assert abs(kept - 0.002) < 0.0003
+
+
+def test_lifting_ignores_values_that_are_not_numbers():
+    image = np.full((16, 16, 3), 0.5, np.float32)
+    image[3, 4, 1] = np.nan
+    image[8:, :, 0] = -0.1
+    lift_negatives(image)
+    assert np.isnan(image[3, 4, 1]) and (image[..., 0] >= 0).all()
