@@ -108,11 +108,12 @@ def _encode_lut(look: str, peak: int) -> np.ndarray:
 
 
 # lift_negatives: values below zero are evened out within cells of CELL x CELL pixels, over
-# windows of (2 REACH + 1)^2 cells, against the positive values up to BAND x the negatives' RMS.
-CELL, REACH, BAND = 8, 2, 3.0
+# windows of (2 REACH + 1)^2 cells, against the positive values up to BAND x the negatives' RMS;
+# only values within NEAR_BLACK of white from 0 (either side) count as noise round black.
+CELL, REACH, BAND, NEAR_BLACK = 8, 2, 3.0, 0.03
 
 
-def lift_negatives(linear: np.ndarray) -> None:
+def lift_negatives(linear: np.ndarray, white: float = 1.0) -> None:
     """Raise the values below 0 of an (h, w, 3) linear image to 0, in place, keeping local means.
 
     A plain clip at 0 adds the negative half of the noise back as signal: in a dark, noisy or
@@ -123,7 +124,9 @@ def lift_negatives(linear: np.ndarray) -> None:
     (noise, not signal): they are scaled by one factor per CELL x CELL cell, from the sums over the
     (2 REACH + 1)^2 cells around it. Brighter values, and every area without negative values
     within REACH cells, are left exactly as they are; where the local mean itself is below 0 the
-    area goes to 0 (the nearest an image can hold)."""
+    area goes to 0 (the nearest an image can hold). Only the noise round black is evened out:
+    values further than NEAR_BLACK x ``white`` below 0 (an edge's overshoot) are not paid for, and
+    where the negatives around a cell are that large, its values are not taxed (a plain clip)."""
     if linear.min() >= 0:  # a NaN minimum goes on to the channels' own check
         return
     h, w, channels = linear.shape
@@ -141,10 +144,15 @@ def lift_negatives(linear: np.ndarray) -> None:
         x[: y1 - y0, : x1 - x0] = plane[y0:y1, x0:x1]
         cells = x.reshape(hc, CELL, wc, CELL)
         low = cells < 0
-        neg = np.where(low, cells, np.float32(0))
+        limit = np.float32(NEAR_BLACK * white)
+        noise = low & (cells > -limit)
+        neg = np.where(noise, cells, np.float32(0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            rms = np.sqrt(_cell_window_sums(neg * neg) / _cell_window_sums(low))
-        top = np.nan_to_num(BAND * rms).astype(np.float32)[:, None, :, None]
+            rms = np.sqrt(_cell_window_sums(neg * neg) / _cell_window_sums(noise))
+        # Where the negatives are too large for noise round black (an edge's ringing), nothing is
+        # evened out: the cell keeps the plain clip.
+        top = np.nan_to_num(BAND * rms)
+        top = np.where(top <= limit, top, 0).astype(np.float32)[:, None, :, None]
         band = (cells > 0) & (cells < top)
         deficit = _cell_window_sums(neg)  # <= 0
         mass = _cell_window_sums(np.where(band, cells, np.float32(0)))
@@ -188,7 +196,7 @@ def render_to_int(camera_rgb: np.ndarray, rendering: Rendering, peak: int = 6553
     steps = float(1 << LUT_BITS)
     index = np.matmul(np.asarray(camera_rgb, np.float32), _matrix(rendering, steps))
     if keep_dark_means:
-        lift_negatives(index)
+        lift_negatives(index, white=steps * 2.0**rendering.exposure_ev)
     index += np.float32(0.5)
     np.clip(index, np.float32(0.5), np.float32(steps + 0.5), out=index)
     return np.take(encode_table(rendering.look, peak), index.astype(np.int32), out=out, mode="clip")

@@ -181,7 +181,7 @@ def develop_mosaic(
             target = image[top - canon.top : bottom - canon.top, left - canon.left : right - canon.left]
             if camera_rgb:
                 camera = pixels * to_camera
-                lift_negatives(camera)  # a raw editor reads dark means as they were, not lifted by a clip
+                lift_negatives(camera, white=65535.0)  # a raw editor reads dark means as they were, not lifted
                 target[...] = np.clip(np.round(camera), 0.0, 65535.0)
             elif linear:
                 render_to_int(pixels, rendering_out, peak, out=target, keep_dark_means=True)

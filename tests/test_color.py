@@ -61,7 +61,7 @@ def test_lifting_negatives_keeps_the_local_mean_where_a_clip_raises_it():
         image = np.stack([_noisy_plane(level, sigma, seed=s) for s in range(3)], axis=-1)
         clipped = np.maximum(image, 0).mean()
         lifted = image.copy()
-        lift_negatives(lifted)
+        lift_negatives(lifted, white=100.0)  # noise of 1 % of white round black
         assert lifted.min() >= 0
         assert clipped - level > 0.08 * sigma  # the bias being removed
         assert abs(lifted.mean() - level) < 0.03 * sigma, (level, lifted.mean())
@@ -92,7 +92,7 @@ def test_lifting_takes_nothing_from_a_neighbouring_colour():
     bright = _noisy_plane(50.0, 1.0, (128, 64), seed=5)
     image = np.repeat(np.concatenate([near_zero, bright], axis=1)[..., None], 3, axis=-1)
     before = image.copy()
-    lift_negatives(image)
+    lift_negatives(image, white=100.0)
     np.testing.assert_array_equal(image[:, 64:], before[:, 64:])
     assert abs(image[:, :64].mean() - before[:, :64].mean()) < 0.03
     assert np.maximum(before[:, :64], 0).mean() - before[:, :64].mean() > 0.25  # what a clip adds
@@ -113,3 +113,16 @@ def test_lifting_ignores_values_that_are_not_numbers():
     image[8:, :, 0] = -0.1
     lift_negatives(image)
     assert np.isnan(image[3, 4, 1]) and (image[..., 0] >= 0).all()
+
+
+def test_lifting_leaves_an_edge_overshoot_and_the_highlight_beside_it():
+    """A large negative value is ringing at an edge, not noise: it is clipped as before, and the
+    bright values beside it (a highlight) are not taxed to pay for it."""
+    image = np.full((32, 32, 3), 0.8, np.float32)
+    image[:, 20, 0] = -0.3  # overshoot beside the highlight
+    image[:, 21:, 0] = 0.02  # a dark area past it
+    before = image.copy()
+    lift_negatives(image)
+    np.testing.assert_array_equal(image[:, :20], before[:, :20])
+    np.testing.assert_array_equal(image[:, 21:], before[:, 21:])
+    assert (image[:, 20, 0] == 0).all()
