@@ -322,6 +322,8 @@ def train(
     learned_base: float = typer.Option(0.0, min=0.0, help="Add a trainable linear filter (zero response on flat "
                                        "planes) to the bilinear base, its parameter scaled by this gain (it learns "
                                        "that much faster); 0 = none. Folds into the base at no cost."),
+    dam_inner: int = typer.Option(0, min=0, help="Channels inside each DAM, between its two 3x3 convolutions "
+                                  "(0: --width); narrower than a --warm-start model keeps its strongest ones."),
     loss_space: str = typer.Option("camera", help="camera (white-balanced camera RGB, as the network outputs "
                                    "it) or srgb (through each sample's colour matrix, as the image is scored)."),
 ) -> None:
@@ -353,6 +355,7 @@ def train(
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
         correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth, half_branch=half_branch,
         branch_width=branch_width, head_conv=head_conv, loss_space=loss_space, learned_base=learned_base,
+        dam_inner=dam_inner,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

@@ -68,6 +68,7 @@ class ModelSpec:
     branch_width: int = 0  # that branch's width (0: C/2)
     head_conv: bool = True  # the trunk's 3x3 convolution after the strided head
     learned_base: float = 0.0  # gain of a trainable zero-DC filter added to the bilinear base (0: none)
+    dam_inner: int = 0  # channels between each DAM's two 3x3 convolutions (0: width)
 
     def build(self):
         """The untrained Keras network this spec describes."""
@@ -125,6 +126,7 @@ def _spec_from(config: dict, overrides: dict) -> ModelSpec:
         branch_width=int(config.get("branch_width") or 0),
         head_conv=bool(config.get("head_conv", True)),
         learned_base=float(config.get("learned_base") or 0.0),
+        dam_inner=int(config.get("dam_inner") or 0),
     )
     return replace(spec, **{k: v for k, v in overrides.items() if v is not None})
 

@@ -101,6 +101,12 @@ def test_a_run_with_a_deep_half_resolution_path_converts_from_its_config_with_pa
     _converts_with_parity(tmp_path, n_dam=1, half_depth=2, correction_lowpass=8.0)
 
 
+def test_a_run_with_narrower_dams_converts_from_its_config_with_parity(tmp_path):
+    proto = _converts_with_parity(tmp_path, correction_lowpass=8.0, dam_inner=6)
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert any(list(i.dims)[:2] == [6, 8] for i in inits.values())  # a DAM's first 3x3 conv: 8 -> 6
+
+
 def test_a_run_with_a_learned_base_converts_from_its_config_into_the_same_graph(tmp_path):
     """The learned base folds into the bilinear base's convolution: parity, and no node more than
     the same network without it."""

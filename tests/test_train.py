@@ -425,3 +425,24 @@ def test_a_learned_base_starts_as_the_bilinear_one_keeps_flat_fields_and_folds_e
     np.testing.assert_allclose(faster(x).numpy(), learned(x).numpy(), atol=2e-6)
     with pytest.raises(ValueError, match="bilinear base"):
         build_csanet(8, "paper", learned_base=1.0)
+
+
+def test_narrower_dams_warm_start_with_the_strongest_channels_and_fold_exactly():
+    """dam_inner narrows each DAM between its 3x3 convolutions; warm-started from a wider network
+    whose dropped channels carry nothing (zero filters), the function is the wider network's."""
+    from rawdev.train.network import fold_for_inference, strongest_channels, warm_start
+
+    wide = _randomized(build_csanet(8, "noise", correction_lowpass=8.0, learned_base=20.0), seed=5)
+    for name, silent in (("dam1", [1, 6]), ("dam2", [0, 3])):
+        w, b = wide.get_layer(f"{name}_conv1").get_weights()
+        w[..., silent], b[silent] = 0.0, -1.0  # ReLU(negative bias) = 0: these channels carry nothing
+        wide.get_layer(f"{name}_conv1").set_weights([w, b])
+    narrow = build_csanet(8, "noise", correction_lowpass=8.0, learned_base=20.0, dam_inner=6)
+    copied = warm_start(narrow, wide)
+    assert {"dam1_conv1 (narrowed)", "dam1_conv2 (narrowed)", "dam2_conv1 (narrowed)", "head_conv"} <= set(copied)
+    assert narrow.get_layer("dam1_conv1").filters == 6
+    assert list(strongest_channels(wide.get_layer("dam1_conv1").get_weights(),
+                                   wide.get_layer("dam1_conv2").get_weights(), 6)) == [0, 2, 3, 4, 5, 7]
+    x = np.random.default_rng(4).random((1, 40, 36, 8)).astype(np.float32)
+    np.testing.assert_allclose(narrow(x).numpy(), wide(x).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fold_for_inference(narrow)(x).numpy(), narrow(x).numpy(), rtol=1e-5, atol=1e-5)

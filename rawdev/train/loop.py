@@ -58,6 +58,7 @@ class TrainConfig:
     branch_width: int = 0  # that branch's width; 0 = C/2
     head_conv: bool = True  # the 3x3 convolution between the strided head and the first DAM
     learned_base: float = 0.0  # gain of a trainable zero-DC filter added to the bilinear base (0: none)
+    dam_inner: int = 0  # channels inside each DAM, between its 3x3 convolutions (0: width)
     # Where the loss compares: "camera" (white-balanced camera RGB, as the network outputs it) or
     # "srgb" (through each sample's camera -> sRGB matrix first, as the image is scored and seen:
     # the matrix amplifies chroma errors, which the camera-space loss under-weights).

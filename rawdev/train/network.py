@@ -58,10 +58,11 @@ def bilinear_kernels() -> tuple[np.ndarray, np.ndarray]:
     return scatter, interp
 
 
-def _dam(x, width: int, reduction: int, name: str):
-    """Double Attention Module: conv-ReLU-conv, spatial and channel attention, 1x1 fuse, skip."""
+def _dam(x, width: int, reduction: int, name: str, inner: int = 0):
+    """Double Attention Module: conv-ReLU-conv, spatial and channel attention, 1x1 fuse, skip.
+    ``inner``: channels between the two convolutions (0: ``width``)."""
     layers = _keras().layers
-    f = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
+    f = layers.Conv2D(inner or width, 3, padding="same", activation="relu", name=f"{name}_conv1")(x)
     f = layers.Conv2D(width, 3, padding="same", name=f"{name}_conv2")(f)
     sa = layers.DepthwiseConv2D(5, padding="same", dilation_rate=2, activation="sigmoid",
                                 name=f"{name}_sa_dw")(f)
@@ -76,7 +77,7 @@ def _dam(x, width: int, reduction: int, name: str):
 
 
 ARCHITECTURE_KEYS = ("n_dam", "half_depth", "half_branch", "branch_width", "head_conv", "correction_lowpass",
-                     "learned_base")
+                     "learned_base", "dam_inner")
 
 
 def architecture(config: dict) -> dict:
@@ -87,7 +88,8 @@ def architecture(config: dict) -> dict:
 
 def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduction: int = 4,
                  correction_lowpass: float = 0.0, half_depth: int = 0, half_branch: int = 0,
-                 branch_width: int = 0, head_conv: bool = True, learned_base: float = 0.0):
+                 branch_width: int = 0, head_conv: bool = True, learned_base: float = 0.0,
+                 dam_inner: int = 0):
     """Build CSANet as a Keras functional model with free spatial size.
 
     ``half_depth`` > 0 gives the H/2 path (after the transposed convolution) width C/2 and that
@@ -100,7 +102,10 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
     ``branch_width`` is the branch's width (0: C/2); ``head_conv=False`` drops the 3x3
     convolution between the strided head and the first DAM (0.58 GMAC per output MP at C=32), the
     cheapest layer of the trunk to give up for the branch. ``learned_base``: see the module's
-    docstring; it starts at zero, so a checkpoint without it is where training begins."""
+    docstring; it starts at zero, so a checkpoint without it is where training begins.
+    ``dam_inner`` narrows the channels inside each DAM (between its two 3x3 convolutions; 0: C):
+    at C=32 each channel given up saves 36 MACs per output pixel; a wider checkpoint warm-starts
+    it with its strongest channels (see ``warm_start``)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown CSANet variant {variant!r}; choose one of {VARIANTS}")
     if correction_lowpass and variant == "paper":
@@ -120,7 +125,7 @@ def build_csanet(width: int = 32, variant: str = "paper", n_dam: int = 2, reduct
         x = layers.Conv2D(width, 3, padding="same", activation="relu", name="head_conv")(x)
     trunk = x
     for i in range(n_dam):
-        x = _dam(x, width, reduction, name=f"dam{i + 1}")
+        x = _dam(x, width, reduction, name=f"dam{i + 1}", inner=dam_inner)
     x = layers.Add(name="trunk_skip")([trunk, x])
     if (half_depth or half_branch) and variant == "paper":
         raise ValueError("half_depth and half_branch need a variant with the H/2 shortcut (residual or noise)")
@@ -243,9 +248,35 @@ def _normalized_blur(x, sigma: float, name: str):
     return layers.Lambda(lambda t: t[..., :half] / t[..., half:], name=f"{name}_normalize")(y)
 
 
+def strongest_channels(conv1: list[np.ndarray], conv2: list[np.ndarray], keep: int) -> np.ndarray:
+    """Indices (ascending) of the ``keep`` channels between two convolutions that carry the most:
+    each channel scored by the norm of the filter that makes it times the norm of the weights that
+    read it (a channel either convolution leaves at zero scores 0)."""
+    made = np.sqrt(np.sum(conv1[0] ** 2, axis=(0, 1, 2)))
+    read = np.sqrt(np.sum(conv2[0] ** 2, axis=(0, 1, 3)))
+    return np.sort(np.argsort(-(made * read), kind="stable")[:keep])
+
+
+def _narrowed(layer, theirs: dict) -> list[np.ndarray] | None:
+    """A DAM convolution's weights from a source DAM with more inner channels: its strongest ones."""
+    name = layer.name
+    if not (name.startswith("dam") and name.endswith(("_conv1", "_conv2"))):
+        return None
+    first = theirs[name[:-1] + "1"].get_weights()
+    second = theirs[name[:-1] + "2"].get_weights()
+    keep = layer.weights[0].shape[3] if name.endswith("1") else layer.weights[0].shape[2]
+    if keep >= first[0].shape[3]:
+        return None
+    idx = strongest_channels(first, second, keep)
+    if name.endswith("1"):
+        return [first[0][..., idx], first[1][idx]]
+    return [second[0][:, :, idx, :], second[1]]
+
+
 def warm_start(model, source) -> list[str]:
     """Copy every layer's weights from ``source`` (another CSANet) where the layer name and
-    shapes match; returns the names copied."""
+    shapes match, or where ``model``'s DAMs are narrower inside (their strongest channels, see
+    ``strongest_channels``); returns the names copied."""
     theirs = {layer.name: layer for layer in source.layers}
     copied = []
     for layer in model.layers:
@@ -253,6 +284,11 @@ def warm_start(model, source) -> list[str]:
         if other is None or not layer.weights:
             continue
         weights = other.get_weights()
+        narrowed = _narrowed(layer, theirs)
+        if narrowed is not None and [w.shape for w in narrowed] == [tuple(v.shape) for v in layer.weights]:
+            layer.set_weights(narrowed)
+            copied.append(f"{layer.name} (narrowed)")
+            continue
         if [w.shape for w in weights] == [tuple(v.shape) for v in layer.weights]:
             rescale = getattr(other, "gain", 1.0) / getattr(layer, "gain", 1.0)  # the same filter at another gain
             layer.set_weights([w * rescale for w in weights] if rescale != 1.0 else weights)
