@@ -14,6 +14,8 @@ converter's graph passes (rawdev/convert.py) alone and together:
   channels-last transposes (ConvTranspose kept);
 - ``split-concat``: every Concat before a 1x1 Conv as a sum of 1x1 Convs;
 - ``subpixel+nhwc-d2s``, ``subpixel+split``: two of the three;
+- ``no-shape-hints``: every pass but ``shape_hints`` (the graph's intermediate shapes unwritten,
+  so onnxruntime runs the spatial attention's Mul outside its blocked layout);
 - ``rawdev``: all passes, the graph ``rawdev convert-weights`` writes;
 - ``nchw-interface`` (reference, information only: another interface): the base graph with its
   boundary Transposes removed, input (N, 4, H, W) and output (N, 3, 2H, 2W).
@@ -80,7 +82,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "split-concat": (("split_concat",), "Concat + 1x1 Conv -> sum of 1x1 Convs"),
     "subpixel+nhwc-d2s": (("subpixel", "nhwc_depth_to_space"), "sub-pixel Conv, channels-last depth-to-space"),
     "subpixel+split": (("subpixel", "split_concat"), "sub-pixel Conv + DepthToSpace, Concat split"),
-    "rawdev": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass"),
+    "no-shape-hints": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass"),
+                       "every pass but shape_hints (the intermediate shapes left unwritten)"),
+    "rawdev": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass", "shape_hints"),
                "every pass: what rawdev convert-weights writes"),
     REFERENCE: (None, "reference: no boundary Transposes, NCHW input and output (another interface)"),
 }

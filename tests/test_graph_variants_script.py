@@ -67,6 +67,9 @@ def test_graph_variants_runs_on_a_tiny_model(tmp_path):
     report = json.loads(out.read_text())
     variants = {v["name"]: v for v in report["variants"]}
     assert set(graph_variants.VARIANTS) <= set(variants)
+    from rawdev.convert import GRAPH_PASSES
+
+    assert graph_variants.VARIANTS["rawdev"][0] == GRAPH_PASSES  # the graph convert-weights writes
     for v in variants.values():
         assert v["max_abs_diff"] <= 1e-5, v
         assert v["timing"]["seconds"]["n"] == 2 and v["timing"]["vs_best"] > 0
