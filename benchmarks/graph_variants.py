@@ -64,6 +64,7 @@ from benchmarks._measure import (  # noqa: E402
 )
 from benchmarks.common import REPO  # noqa: E402
 from benchmarks.roofline import FMA_PER_CYCLE, count_macs, cpu_mhz, make_session, profile_ops  # noqa: E402
+from rawdev.convert import GRAPH_PASSES  # noqa: E402
 
 CHECKPOINT = REPO / "weights" / "checkpoints" / "csanet-res-c32"
 SHIPPED = REPO / "rawdev" / "weights" / "csanet-res-c32.onnx"
@@ -82,10 +83,9 @@ VARIANTS: dict[str, tuple[tuple[str, ...] | None, str]] = {
     "split-concat": (("split_concat",), "Concat + 1x1 Conv -> sum of 1x1 Convs"),
     "subpixel+nhwc-d2s": (("subpixel", "nhwc_depth_to_space"), "sub-pixel Conv, channels-last depth-to-space"),
     "subpixel+split": (("subpixel", "split_concat"), "sub-pixel Conv + DepthToSpace, Concat split"),
-    "no-shape-hints": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass"),
+    "no-shape-hints": (tuple(p for p in GRAPH_PASSES if p != "shape_hints"),
                        "every pass but shape_hints (the intermediate shapes left unwritten)"),
-    "rawdev": (("subpixel", "split_concat", "nhwc_depth_to_space", "lowpass", "shape_hints"),
-               "every pass: what rawdev convert-weights writes"),
+    "rawdev": (GRAPH_PASSES, "every pass: what rawdev convert-weights writes"),
     REFERENCE: (None, "reference: no boundary Transposes, NCHW input and output (another interface)"),
 }
 
