@@ -49,6 +49,20 @@ def test_lookup_table_render_matches_exact_render_to_one_code(look, peak):
     assert fast.dtype == np.float64 and render_to_int(rgb, r, peak).dtype == (np.uint8 if peak == 255 else np.uint16)
 
 
+def test_render_into_a_view_of_the_output_writes_only_that_view():
+    """develop renders each block into its place in the output image (a strided view)."""
+    rng = np.random.default_rng(1)
+    rgb = rng.random((20, 30, 3)).astype(np.float32)
+    r = Rendering(np.eye(3), exposure_ev=0.0, look="default")
+    image = np.full((40, 50, 3), 7, np.uint16)
+    returned = render_to_int(rgb, r, 65535, out=image[5:25, 10:40])
+    assert np.shares_memory(returned, image)
+    np.testing.assert_array_equal(image[5:25, 10:40], render_to_int(rgb, r, 65535))
+    outside = np.ones(image.shape[:2], bool)
+    outside[5:25, 10:40] = False
+    assert (image[outside] == 7).all()
+
+
 def _noisy_plane(mean: float, sigma: float, shape=(256, 256), seed: int = 0) -> np.ndarray:
     return (mean + sigma * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
 
