@@ -623,7 +623,8 @@ def conditions(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     levels, methods = report["settings"]["levels"], report["method_order"]
     lines = [
-        f"# Quality benchmark: kodak24 unprocessed to {capture_words(report['settings'])} DNGs, "
+        f"# Quality benchmark: {Path(report['settings']['images']).name} unprocessed to "
+        f"{capture_words(report['settings'])} DNGs, "
         "developed by each method",
         "",
         f"`{report['command']}`",

@@ -75,6 +75,7 @@ def test_quality_benchmark_runs_and_its_bilinear_rows_agree(tmp_path):
         assert levels["low"]["psnr"] > levels["medium"]["psnr"], method
         assert summary[method]["seconds_per_image_mean"] > 0
     text = md.read_text()
+    assert text.startswith(f"# Quality benchmark: {images.name} unprocessed")  # the set that was scored
     assert "| method | low | medium | GMAC / MP | s / image | s / MP |" in text
     assert f"| {rawdev_row} | " in text
     assert "machine: " in text and "LibRaw 0." in text
