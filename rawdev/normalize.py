@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from rawdev import cfa as cfa_mod
+from rawdev.color import lookup
 from rawdev.model import ModelContract
 from rawdev.noise import NoiseModel, noise_sigma, trained_ceiling
 from rawdev.raw import Mosaic
@@ -96,11 +97,9 @@ class PackedSource:
         if self.tables is not None:
             out = np.empty(sites[0].shape + (self.shape[2],), np.float32)
             for i, samples in enumerate(sites):
-                # intp once for both tables (np.take converts any other index type each call), and
-                # into a contiguous array (it writes a strided out= element by element): 0.65x the time
-                codes = samples.astype(np.intp)
+                codes = samples.astype(np.intp)  # once for both tables (0.65x the time a tile)
                 for j, table in enumerate(self.tables[i]):
-                    out[..., i + j * len(sites)] = np.take(table, codes, mode="wrap")  # codes fit: no wrap
+                    out[..., i + j * len(sites)] = lookup(table, codes)
             return out
         return self._normalize(np.stack(sites, axis=-1).astype(np.float32))
 
