@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rawdev.color import encode_table
-from rawdev.decode import DEFAULT_DECODE_TIMEOUT, DecodeCancelled, DecodeWorker, acquire_worker, release_worker
+from rawdev.decode import (
+    DEFAULT_DECODE_TIMEOUT,
+    IN_PROCESS_ENV,
+    DecodeCancelled,
+    DecodeWorker,
+    acquire_worker,
+    release_worker,
+)
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.dng_output import DngOutputError, LinearImage, dng_problem, write_linear_dng
 from rawdev.output import COMPRESSIONS, TiffStrips, apply_orientation, write_image
@@ -153,7 +160,7 @@ class RunOptions:
     decode_timeout: float = DEFAULT_DECODE_TIMEOUT
     # Decode in this process (a LibRaw crash then ends the batch): for comparisons only.
     # RAWDEV_DECODE_IN_PROCESS=1 sets it from outside (benchmarks/decode_isolation.py).
-    decode_in_process: bool = field(default_factory=lambda: os.environ.get("RAWDEV_DECODE_IN_PROCESS") == "1")
+    decode_in_process: bool = field(default_factory=lambda: os.environ.get(IN_PROCESS_ENV) == "1")
     # Render finished blocks and encode finished TIFF strips while the network runs on (the
     # bytes written are the same either way). None: only where the sessions leave a core free
     # (rawdev.workers.overlap_pays; on 2 cores with both on the network it measured 2-5 % slower).
@@ -173,14 +180,6 @@ class Reporter:
     def file_started(self, job: Job) -> None: ...
     def tile_done(self, done: int, total: int) -> None: ...
     def file_done(self, outcome: Outcome) -> None: ...
-
-
-def prestart_decoder() -> None:
-    """Start the decoder worker now, so that it warms up (imports, a few tenths of a second) while
-    the caller loads the model; :func:`run_batch` then takes it over. Call it before opening the
-    session (no-op with RAWDEV_DECODE_IN_PROCESS=1)."""
-    if not RunOptions().decode_in_process:
-        release_worker(acquire_worker())
 
 
 def _decode(job: Job, run: RunOptions) -> Mosaic:

@@ -89,6 +89,10 @@ def develop(
                                         "CPUs per actor."),
 ) -> None:
     """Develop RAW files into 16-bit sRGB TIFF or PNG images, or linear DNGs for a raw editor."""
+    if ray is None:  # first: the decoder process imports while this one imports the pipeline and loads the model
+        from rawdev.decode import prestart_worker
+
+        prestart_worker()
     from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
     from rawdev.cfa import CFAError
     from rawdev.model import ContractError
@@ -120,10 +124,6 @@ def develop(
         model_path = None if choice.needs_provider else opts.pick_model(choice, device)
     except (ValueError, CFAError) as exc:  # ContractError is a ValueError
         raise usage_error(str(exc)) from None
-    if ray is None:
-        from rawdev.batch import prestart_decoder
-
-        prestart_decoder()  # the decoder process starts now and imports while the model loads
     try:  # before anything is written: a missing onnxruntime, a device it cannot give
         if ray is None:
             check_device(device)

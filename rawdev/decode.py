@@ -56,14 +56,19 @@ import time
 from collections.abc import Callable
 from multiprocessing import resource_tracker, shared_memory
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from rawdev.errors import RawReadError
 
-from rawdev.raw import Mosaic, RawReadError
+if TYPE_CHECKING:  # numpy and rawdev.raw load while the child starts (see prestart_worker)
+    import numpy as np
+
+    from rawdev.raw import Mosaic
 
 DEFAULT_DECODE_TIMEOUT = 120.0  # seconds one file may take to decode
 STARTUP_TIMEOUT = 120.0  # seconds a fresh worker may take to import numpy and rawpy
 FAULT_ENV = "RAWDEV_TEST_DECODER_FAULT"
+IN_PROCESS_ENV = "RAWDEV_DECODE_IN_PROCESS"  # "1": decode in the batch's own process (comparisons only)
 SHM_PREFIX = "rawdev-"
 SHM_DIR = Path("/dev/shm")  # where Linux keeps POSIX shared memory; elsewhere pixels take the pipe
 _POLL_S = 0.2  # how often a wait looks at the stop flag
@@ -153,14 +158,15 @@ class DecodeWorker:
             self._proc, self._conn, self._ready = proc, parent_conn, False
             self.spawned += 1
 
-    def close(self) -> None:
-        """Stop the child (at once if it is busy) and remove a block it may have left."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the child (at once if it is busy, or if not ``wait``: an idle child holds nothing,
+        and its own shutdown costs the caller about 0.1 s at exit) and remove a block it may have left."""
         with self._lock:
             self._closed = True
             proc, conn = self._proc, self._conn
         if proc is None:
             return
-        if self._inflight is None and self._ready and proc.is_alive():
+        if wait and self._inflight is None and self._ready and proc.is_alive():
             try:
                 conn.send(None)  # please exit
             except OSError:
@@ -281,6 +287,10 @@ class DecodeWorker:
                 pass
 
     def _mosaic_from(self, reply) -> Mosaic:
+        import numpy as np
+
+        from rawdev.raw import Mosaic
+
         kind = reply[0]
         if kind == "raw-error":
             raise RawReadError(reply[1])
@@ -318,6 +328,8 @@ def map_segment(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarra
     /dev/shm from here on, whatever happens to the batch.
     """
     import mmap
+
+    import numpy as np
 
     count = int(np.prod(shape))
     path = SHM_DIR / name
@@ -396,13 +408,22 @@ def release_worker(worker: DecodeWorker, reusable: bool = True) -> None:
     worker.close()
 
 
+def prestart_worker() -> None:
+    """Start the decoder process now, so that it warms up (imports, a few tenths of a second) while
+    the caller imports the pipeline and loads the model; the next :func:`acquire_worker` takes it
+    over. This module imports neither numpy nor the pipeline, so the CLI calls it first.
+    A no-op with RAWDEV_DECODE_IN_PROCESS=1."""
+    if os.environ.get(IN_PROCESS_ENV) != "1":
+        release_worker(acquire_worker())
+
+
 @atexit.register
 def _close_idle_worker() -> None:
     global _idle_worker
     with _pool_lock:
         worker, _idle_worker = _idle_worker, None
     if worker is not None:
-        worker.close()
+        worker.close(wait=False)  # the process is ending: nothing to wait for
 
 
 # --- the child side ------------------------------------------------------------------------------
@@ -523,6 +544,8 @@ def _send(conn, message) -> None:
 
 
 def _send_mosaic(conn, mosaic: Mosaic, name: str, crash_before_answer: bool = False) -> None:
+    import numpy as np
+
     data = np.ascontiguousarray(mosaic.data)
     fields = {f.name: getattr(mosaic, f.name) for f in dataclasses.fields(mosaic) if f.name != "data"}
     shape, dtype = tuple(data.shape), data.dtype.str

@@ -11,6 +11,7 @@ import numpy as np
 from rawdev import cfa as cfa_mod
 from rawdev.color import cam_to_srgb_matrix
 from rawdev.dng import ColourProfile
+from rawdev.errors import RawReadError
 from rawdev.noise import NoiseModel
 from rawdev.output import CaptureInfo
 
@@ -36,26 +37,6 @@ def is_mosaic_png(path: Path) -> bool:
     except OSError:
         return False
     return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == 0
-
-
-class RawReadError(Exception):
-    """A file rawdev cannot develop; the message says what is wrong and what to do.
-
-    ``libraw`` is the part of the message that quotes LibRaw's exception, for a caller that
-    knows more of what LibRaw said (the decoder worker reads its printed messages)."""
-
-    def __init__(self, message: str, libraw: str | None = None):
-        super().__init__(message)
-        self.libraw = libraw
-
-    def with_libraw_message(self, said: str) -> str:
-        """The message with LibRaw's exception replaced by what LibRaw printed."""
-        text = str(self)
-        if not said:
-            return text
-        if self.libraw and self.libraw in text:
-            return text.replace(self.libraw, f"LibRaw: {said}")
-        return f"{text} (LibRaw: {said})"
 
 
 @dataclass

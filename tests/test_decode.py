@@ -174,6 +174,40 @@ def test_mosaic_crosses_over_shared_memory_or_the_pipe(monkeypatch):
         child.close()
 
 
+def test_the_decoder_process_starts_before_numpy_and_the_pipeline_load():
+    """The CLI starts the decoder first, so that the child's imports run beside the parent's
+    (about 0.4 s of a single-file run): rawdev.decode itself imports neither numpy nor the
+    pipeline. A fresh process, as a user starts one; the started child is the one a batch gets."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rawdev.decode as d\n"
+            "print('loaded:', [m for m in ('numpy', 'rawpy', 'rawdev.raw', 'rawdev.color') if m in sys.modules])\n"
+            "d.prestart_worker()\nstarted = d._idle_worker.pid\nw = d.acquire_worker()\n"
+            "print('same:', w.pid == started, w.alive)\nd.release_worker(w)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={k: v for k, v in os.environ.items() if k != decode_mod.IN_PROCESS_ENV})
+    assert run.returncode == 0, run.stderr
+    assert "loaded: []" in run.stdout and "same: True True" in run.stdout, run.stdout
+
+
+def test_an_idle_worker_is_killed_without_waiting_at_exit(tmp_path):
+    """At exit the idle child holds nothing (no block, no request): it is killed rather than
+    asked, which saved about 0.1 s of every run, and leaves nothing in /dev/shm."""
+    worker = DecodeWorker()
+    path = tmp_path / "a.dng"
+    write_test_dng(path, random_mosaic(32, 48), "RGGB")
+    assert worker.decode(path).data.shape == (32, 48)  # started, ready and idle
+    proc, codes = worker._proc, []
+    proc.close = lambda: codes.append(proc.exitcode)  # the exit code, as the worker lets the process go
+    t0 = time.monotonic()
+    worker.close(wait=False)
+    assert time.monotonic() - t0 < 1.0
+    assert codes == [-9]  # SIGKILL, not a polite exit
+    assert not Path(f"/proc/{proc.pid}").exists()  # gone and reaped
+    assert leftover_segments(os.getpid()) == []
+
+
 def test_crash_reasons_are_one_clear_line():
     assert crash_reason(-11) == "decoder crashed: signal 11 (SIGSEGV)"
     assert crash_reason(-6) == "decoder crashed: signal 6 (SIGABRT)"
