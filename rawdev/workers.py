@@ -33,6 +33,7 @@ from pathlib import Path
 from rawdev.batch import Job, Outcome, Reporter, RunOptions, Summary, start_batch
 from rawdev.develop import DevelopOptions
 from rawdev.distributed import FAULT_ENV, _fault, _hide_tile_bar, _remove_temporary
+from rawdev.exiting import exit_without_teardown
 from rawdev.session import cpu_count
 
 POLL_S = 0.2
@@ -76,8 +77,9 @@ def _worker_main(model_path: str, device: str, threads: int, options: DevelopOpt
     fault = os.environ.get(FAULT_ENV, "")  # the test suite's hook, as for Ray actors
     while True:
         job = conn.recv()
-        if job is None:
-            return
+        if job is None:  # every outcome is in the pipe and every output written: the parent waits
+            conn.close()  # for this process to end, so it skips the teardown (0.2-0.4 s here)
+            exit_without_teardown(0)
         conn.send(("started", job))  # a pipe write: there before anything below can kill us
         _fault(fault, job, "before")
         run_batch([job], session, options, run, reporter)
