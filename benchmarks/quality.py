@@ -89,7 +89,7 @@ QUAD_WORDS = {"bin": "2x2-binned", "remosaic": "remosaicked"}
 # LibRaw reads the binned / remosaicked mosaic as integers: values, black and white times 4 (exact
 # for binning, whose mean of 4 sites is a multiple of 1/4; 1/8 LSB rounding for remosaic).
 QUAD_DNG_SCALE = 4
-RESULTS_KEY = "quality"
+RESULTS_KEY = "quality"  # kodak24's section; another --images set gets its own (results_key)
 SIMD_FLAGS = ("sse4", "avx", "fma", "amx", "asimd", "sve")  # the CPU flags the markdown lists
 MAC_COUNT_TILE = 256  # packed samples per side of the tile the rawdev rows' MACs are counted on
 # Settings two reports must share for one's rows to stand in the other (--reuse).
@@ -659,23 +659,48 @@ def json_paths(out: Path, cfa: str) -> dict[str, Path | None]:
     return {"bayer": bayer, "quad": out}
 
 
+def image_set(report: dict) -> str:
+    return Path(report["settings"]["images"]).name
+
+
+def results_key(report: dict) -> str:
+    """The RESULTS.md section a report belongs to: kodak24's tables, where the targets are judged,
+    are never overwritten by a run on another set of photographs."""
+    name = image_set(report)
+    return RESULTS_KEY if name == DEFAULT_IMAGES.name else f"{RESULTS_KEY}-{name}"
+
+
 def results_section(reports: dict[str, dict | None], markdown_names: dict[str, str]) -> str:
     """The RESULTS.md section: the Bayer and the Quad-Bayer table, their commands and conditions."""
-    lines = [
-        "## Quality: kodak24 against classical demosaicking (benchmarks/quality.py)",
-        "",
-        "sRGB PSNR (dB) / SSIM of a neutral development (`--look neutral --exposure 0`, camera white "
-        "balance) against the original photographs, mean over kodak24 (never trained on); every method "
-        "develops the same synthetic DNG. How the captures are made and how LibRaw is made comparable: "
-        "benchmarks/README.md. Per-image values: the markdown and JSON files named below. Either command "
-        "with `--results-md benchmarks/RESULTS.md` rewrites this section (with the other table taken from "
-        "its JSON); `--from-json` rewrites the markdown and this section from the JSON files without running anything.",
-    ]
+    report = next(r for r in reports.values() if r is not None)
+    name, images = image_set(report), report["settings"]["images"]
+    rewrite = ("Either command with `--results-md benchmarks/RESULTS.md` rewrites this section (with the other "
+               "table taken from its JSON); `--from-json` rewrites the markdown and this section from the JSON "
+               "files without running anything.")
+    if name == DEFAULT_IMAGES.name:
+        lines = [
+            "## Quality: kodak24 against classical demosaicking (benchmarks/quality.py)",
+            "",
+            "sRGB PSNR (dB) / SSIM of a neutral development (`--look neutral --exposure 0`, camera white "
+            "balance) against the original photographs, mean over kodak24 (never trained on); every method "
+            "develops the same synthetic DNG. How the captures are made and how LibRaw is made comparable: "
+            "benchmarks/README.md. Per-image values: the markdown and JSON files named below. " + rewrite,
+        ]
+    else:
+        held_out = (" They are a validation set (`data/val`): held out from the weights, not from the choice "
+                    "between candidates." if Path(images).parent.name == "val" else "")
+        lines = [
+            f"## Quality on another set of photographs: {name} (benchmarks/quality.py --images)",
+            "",
+            f"The captures, pipeline and columns of the kodak24 table, on the photographs of `{images}`."
+            f"{held_out} The targets are judged on kodak24. " + rewrite,
+        ]
     titles = {"bayer": "Bayer (RGGB)", "quad": "Quad-Bayer (4x4 quad-RGGB)"}
     for cfa, report in reports.items():
         lines += ["", f"**{titles[cfa]}**", ""]
         if report is None:
-            lines.append(f"Not run yet: `python benchmarks/quality.py{' --cfa quad' if cfa == 'quad' else ''}`.")
+            where = "" if name == DEFAULT_IMAGES.name else f" --images {images}"
+            lines.append(f"Not run yet: `python benchmarks/quality.py{where}{' --cfa quad' if cfa == 'quad' else ''}`.")
             continue
         lines += [f"Command: `{report['command']}` (per image: `{markdown_names[cfa]}`)", ""]
         lines += [f"- {line}" for line in conditions(report)]
@@ -722,12 +747,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cfa", choices=tuple(CFAS), default="bayer",
                    help="captures through an RGGB Bayer CFA, or a Quad-Bayer one (rows [bin] and [remosaic])")
     p.add_argument("--out", type=Path, default=None,
-                   help="JSON results (default: benchmarks/results/quality.json, quality_quad.json for --cfa quad)")
+                   help="JSON results (default: benchmarks/results/quality.json, quality_quad.json for --cfa quad; "
+                        "quality_NAME.json for another --images folder NAME)")
     p.add_argument("--markdown", type=Path, default=None,
-                   help="markdown tables (default: benchmarks/results/quality.md, quality_quad.md for --cfa quad)")
+                   help="markdown tables (default: beside --out, named alike)")
     p.add_argument("--results-md", type=Path, default=None, metavar="PATH",
-                   help=f"also rewrite the quality section of PATH (e.g. {RESULTS_MD.name} beside this script) "
-                        "with this run's table and the other CFA's from its JSON beside --out")
+                   help=f"also rewrite the image set's quality section of PATH (e.g. {RESULTS_MD.name} beside this "
+                        "script; kodak24's is 'quality', another set NAME's 'quality-NAME') with this run's table "
+                        "and the other CFA's from its JSON beside --out")
     p.add_argument("--from-json", action="store_true",
                    help="run nothing: rewrite --markdown (and the --results-md section) from the JSON at --out")
     p.add_argument("--keep-dngs", type=Path, default=None, metavar="FOLDER",
@@ -742,9 +769,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--crop must be at least 32 pixels (LibRaw refuses tiny images)")
     if args.border < 0:
         p.error("--border must be >= 0")
+    stem = "quality" if Path(args.images).name == DEFAULT_IMAGES.name else f"quality_{Path(args.images).name}"
     suffix = "_quad" if args.cfa == "quad" else ""
-    args.out = args.out or RESULTS / f"quality{suffix}.json"
-    args.markdown = args.markdown or RESULTS / f"quality{suffix}.md"
+    args.out = args.out or RESULTS / f"{stem}{suffix}.json"
+    args.markdown = args.markdown or RESULTS / f"{stem}{suffix}.md"
     return args
 
 
@@ -940,21 +968,22 @@ def write_outputs(args: argparse.Namespace, report: dict, say, write_json: bool 
     say(f"wrote {' and '.join(map(str, written))}")
     if args.results_md:
         write_results_section(args.results_md, args.cfa, report, json_paths(args.out, args.cfa))
-        say(f"rewrote the {RESULTS_KEY} section of {args.results_md}")
+        say(f"rewrote the {results_key(report)} section of {args.results_md}")
     return 0
 
 
 def write_results_section(results_md: Path, cfa: str, report: dict, paths: dict[str, Path | None]) -> None:
-    """Rewrite the quality section of ``results_md`` with this run's report and the other CFA's
-    from its JSON (when there is one)."""
+    """Rewrite this image set's quality section of ``results_md`` with this run's report and the
+    other CFA's from its JSON (when there is one, of the same set)."""
     reports: dict[str, dict | None] = {}
     for kind, path in paths.items():
         if kind == cfa:
             reports[kind] = report
         else:
-            reports[kind] = json.loads(path.read_text()) if path is not None and path.is_file() else None
+            other = json.loads(path.read_text()) if path is not None and path.is_file() else None
+            reports[kind] = other if other is not None and image_set(other) == image_set(report) else None
     names = {kind: f"results/{path.with_suffix('.md').name}" if path else "?" for kind, path in paths.items()}
-    update_results_md(results_md, RESULTS_KEY, results_section(reports, names))
+    update_results_md(results_md, results_key(report), results_section(reports, names))
 
 
 if __name__ == "__main__":

@@ -279,13 +279,17 @@ def test_quality_quad_rows_and_results_section(tmp_path, model):
             ours, theirs = summary[f"{learned} [{q}]"]["levels"][level], summary[f"bilinear [{q}]"]["levels"][level]
             assert abs(ours["psnr"] - theirs["psnr"]) < 0.5, (q, level, ours, theirs)
             assert 15 < ours["psnr"] < 60
-    section = _section(results_md, "quality")
-    assert "## Quality: kodak24 against classical demosaicking (benchmarks/quality.py)" in section
-    assert "Not run yet: `python benchmarks/quality.py`" in section and f"| {learned} [bin] |" in section
+    # Another set than kodak24 gets its own section: kodak24's tables (the targets') stay as they were.
+    results_md.write_text(results_md.read_text() + "\n<!-- BEGIN quality -->\nkodak24's tables\n<!-- END quality -->\n")
+    section = _section(results_md, "quality-images")
+    assert "## Quality on another set of photographs: images (benchmarks/quality.py --images)" in section
+    assert f"Not run yet: `python benchmarks/quality.py --images {images}`" in section
+    assert f"| {learned} [bin] |" in section
     # The Bayer run beside it fills in the other table and keeps the Quad-Bayer one.
     assert quality.main([*common, "--baselines", "bilinear", "--out", str(tmp_path / "q.json"),
                          "--markdown", str(tmp_path / "q.md")]) == 0
-    section = _section(results_md, "quality")
+    section = _section(results_md, "quality-images")
+    assert _section(results_md, "quality").strip() == "kodak24's tables"
     assert "Not run yet" not in section
     assert f"| {learned} |" in section and f"| {learned} [remosaic] |" in section
     assert section.index("**Bayer (RGGB)**") < section.index("**Quad-Bayer (4x4 quad-RGGB)**")
@@ -294,7 +298,8 @@ def test_quality_quad_rows_and_results_section(tmp_path, model):
     quad_md.unlink()
     assert quality.main(["--cfa", "quad", "--from-json", "--out", str(quad_json), "--markdown", str(quad_md),
                          "--results-md", str(results_md), "--quiet"]) == 0
-    assert quad_md.read_text() == before and _section(results_md, "quality") == section
+    assert quad_md.read_text() == before and _section(results_md, "quality-images") == section
+    assert quality.parse_args(["--images", str(images), "--cfa", "quad"]).out.name == "quality_images_quad.json"
 
 
 def test_quality_binned_rows_are_scored_against_the_binned_scene(tmp_path):
