@@ -92,7 +92,8 @@ def refuse_unless_cuda(model: str | None):
 
 def pick_file(given: Path | None, work: Path, say) -> tuple[Path, str]:
     """The file to develop and where it came from."""
-    from rawdev.raw import RAW_SUFFIXES, RawReadError, read_mosaic
+    from rawdev.inputs import RAW_SUFFIXES
+    from rawdev.raw import RawReadError, read_mosaic
 
     if given is not None:
         return given, "given"

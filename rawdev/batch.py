@@ -7,14 +7,12 @@ every output is written atomically.
 
 from __future__ import annotations
 
-import glob
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rawdev.color import encode_table
 from rawdev.decode import (
@@ -27,35 +25,10 @@ from rawdev.decode import (
 )
 from rawdev.develop import DevelopOptions, develop_mosaic
 from rawdev.dng_output import DngOutputError, LinearImage, dng_problem, write_linear_dng
+from rawdev.inputs import Job, Outcome, plan_work
 from rawdev.output import COMPRESSIONS, TiffStrips, apply_orientation, write_image
-from rawdev.raw import MOSAIC_PNG_SUFFIXES, RAW_SUFFIXES, Mosaic, RawReadError, is_mosaic_png, read_mosaic
+from rawdev.raw import Mosaic, RawReadError, read_mosaic
 from rawdev.session import ModelSession
-
-# DNG outputs are named apart from DNG inputs, and folders and globs leave them out (as developed PNGs).
-OUTPUT_SUFFIX = {"tiff": ".tif", "png": ".png", "dng": ".rawdev.dng"}
-
-
-def _is_dng_output(path: Path) -> bool:
-    return path.name.lower().endswith(OUTPUT_SUFFIX["dng"])
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input file and where its output goes."""
-
-    source: Path
-    output: Path
-
-
-@dataclass
-class Outcome:
-    """What happened to one job."""
-
-    job: Job
-    status: str  # "ok", "skipped", "failed"
-    message: str = ""
-    seconds: float = 0.0
-    megapixels: float = 0.0
 
 
 @dataclass
@@ -71,81 +44,6 @@ class Summary:
         if self.interrupted:
             return 130
         return 1 if self.count("failed") else 0
-
-
-class InputError(ValueError):
-    """Inputs that name nothing to develop (a usage error)."""
-
-
-def collect_inputs(inputs: Iterable[str], recursive: bool, include_png: bool = False) -> list[tuple[Path, Path]]:
-    """Expand files, globs and folders into (file, base folder) pairs, de-duplicated, in order.
-
-    Folders contribute RAW files, and PNGs only when they are 16-bit greyscale mosaics, so that
-    developed PNGs lying beside the inputs are not taken for inputs on the next run.
-
-    Missing paths are returned too (with base None-like ``Path()``) so that they fail as a job
-    with a clear line instead of silently disappearing.
-    """
-    def wanted(f: Path) -> bool:
-        suffix = f.suffix.lower()
-        if _is_dng_output(f):
-            return False
-        return suffix in RAW_SUFFIXES or (include_png and suffix in MOSAIC_PNG_SUFFIXES and is_mosaic_png(f))
-
-    seen: set[Path] = set()
-    found: list[tuple[Path, Path]] = []
-
-    def add(path: Path, base: Path) -> None:
-        key = path.resolve() if path.exists() else path.absolute()
-        if key not in seen:
-            seen.add(key)
-            found.append((path, base))
-
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            walker = p.rglob("*") if recursive else p.glob("*")
-            files = sorted(f for f in walker if f.is_file() and wanted(f))
-            if not files:
-                hint = "searched sub-folders" if recursive else "use --recursive for sub-folders"
-                raise InputError(f"{p}: folder holds no RAW file ({hint})")
-            for f in files:
-                add(f, p)
-        elif any(ch in item for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(item, recursive=recursive))
-            if not matches:
-                raise InputError(f"{item}: pattern matches no file")
-            for m in matches:
-                if m.is_file() and not _is_dng_output(m):
-                    add(m, m.parent)
-        else:
-            add(p, p.parent)
-    return found
-
-
-def plan_jobs(files: list[tuple[Path, Path]], out_dir: Path | None, fmt: str, recursive: bool) -> list[Job]:
-    """Output path of each input: ``{stem}.tif`` under ``out_dir`` (sub-folders kept with --recursive)."""
-    jobs = []
-    for src, base in files:
-        folder = src.parent if out_dir is None else out_dir
-        if out_dir is not None and recursive:
-            try:
-                folder = out_dir / src.parent.relative_to(base)
-            except ValueError:
-                folder = out_dir
-        jobs.append(Job(src, folder / (src.stem + OUTPUT_SUFFIX[fmt])))
-    return jobs
-
-
-def check_job(job: Job, overwrite: bool, inputs: set[Path]) -> Outcome | None:
-    """Refusals and skips decided before any work: None when the job should run."""
-    out = job.output
-    out_abs = out.resolve() if out.exists() else out.absolute()
-    if out_abs in inputs or (out.exists() and job.source.exists() and os.path.samefile(out, job.source)):
-        return Outcome(job, "failed", f"output {out} would replace an input file; choose another -o folder")
-    if out.exists() and not overwrite:
-        return Outcome(job, "skipped", f"{out} exists (use --overwrite to replace it)")
-    return None
 
 
 @dataclass
@@ -218,28 +116,6 @@ def _in_worker(worker: DecodeWorker, stop: threading.Event) -> Callable[[Job, Ru
                              timeout=run.decode_timeout, stop=stop)
 
     return decode
-
-
-def plan_work(jobs: list[Job], overwrite: bool) -> tuple[list[Job], list[Outcome]]:
-    """The jobs to develop and the outcomes decided before any work: skips, outputs that would
-    replace an input, two inputs with one output (a.dng and a.nef both make a.tif). Local and
-    Ray runs both decide here, so they skip and refuse alike."""
-    inputs = {j.source.resolve() for j in jobs if j.source.exists()}
-    todo: list[Job] = []
-    decided: list[Outcome] = []
-    claimed: dict[Path, Job] = {}
-    for job in jobs:
-        outcome = check_job(job, overwrite, inputs)
-        key = Path(os.path.abspath(job.output))
-        if outcome is None and key in claimed:
-            outcome = Outcome(job, "failed", f"output {job.output} is already the output of {claimed[key].source}; "
-                                             "develop these files into different -o folders")
-        if outcome is None:
-            claimed[key] = job
-            todo.append(job)
-        else:
-            decided.append(outcome)
-    return todo, decided
 
 
 def start_batch(jobs: list[Job], overwrite: bool, reporter: Reporter) -> tuple[Summary, list[Job]]:

@@ -93,8 +93,9 @@ def develop(
         from rawdev.decode import prestart_worker
 
         prestart_worker()
-    from rawdev.batch import InputError, RunOptions, collect_inputs, plan_jobs, run_batch
+    from rawdev.batch import RunOptions, run_batch
     from rawdev.cfa import CFAError
+    from rawdev.inputs import InputError, collect_inputs, plan_jobs
     from rawdev.model import ContractError
     from rawdev.session import PROVIDER_OF, DeviceUnavailable, check_device, import_onnxruntime, open_session
 

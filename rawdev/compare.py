@@ -147,7 +147,7 @@ def image_orientation(path: Path) -> int | None:
 
 
 def is_raw(path: Path) -> bool:
-    from rawdev.raw import RAW_SUFFIXES, is_mosaic_png
+    from rawdev.inputs import RAW_SUFFIXES, is_mosaic_png
 
     suffix = path.suffix.lower()
     return suffix in RAW_SUFFIXES or (suffix == ".png" and is_mosaic_png(path))
@@ -502,7 +502,7 @@ def _by_stem(files: list[Path]) -> dict[str, list[Path]]:
 
 def _candidates(folder: Path) -> tuple[dict[str, list[Path]], list[Path]]:
     """Candidates of a folder by stem: RAW files, or images where no RAW has the stem."""
-    from rawdev.raw import RAW_SUFFIXES
+    from rawdev.inputs import RAW_SUFFIXES
 
     groups = _by_stem(_files(folder, RAW_SUFFIXES | IMAGE_SUFFIXES))
     chosen, ignored = {}, []

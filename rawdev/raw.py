@@ -12,31 +12,16 @@ from rawdev import cfa as cfa_mod
 from rawdev.color import cam_to_srgb_matrix
 from rawdev.dng import ColourProfile
 from rawdev.errors import RawReadError
+from rawdev.inputs import MOSAIC_PNG_SUFFIXES
 from rawdev.noise import NoiseModel
 from rawdev.output import CaptureInfo
 
-RAW_SUFFIXES = {
-    ".dng", ".cr2", ".cr3", ".crw", ".nef", ".nrw", ".arw", ".srf", ".sr2", ".raf", ".orf", ".rw2",
-    ".pef", ".srw", ".3fr", ".fff", ".iiq", ".mos", ".mrw", ".x3f", ".erf", ".kdc", ".dcr", ".rwl",
-    ".raw", ".gpr", ".mef", ".mdc", ".cap", ".ari", ".bay",
-}
-MOSAIC_PNG_SUFFIXES = {".png"}
 MAI_WHITE = 4 * 255
 
 # Leading bytes of containers that hold RAW data, to tell damage from a non-RAW file.
 RAW_MAGIC = (b"II*\x00", b"MM\x00*", b"IIRO", b"IIRS", b"IIU\x00", b"FUJIFILM", b"\x00MRM", b"FOVb", b"ARRI")
 # LibRaw's flip code -> EXIF orientation.
 FLIP_TO_EXIF = {0: 1, 1: 2, 2: 4, 3: 3, 4: 5, 5: 8, 6: 6, 7: 7}
-
-
-def is_mosaic_png(path: Path) -> bool:
-    """A PNG whose header says 16-bit greyscale: what a mosaic PNG is (developed images are RGB)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(26)
-    except OSError:
-        return False
-    return head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR" and head[24] == 16 and head[25] == 0
 
 
 @dataclass

@@ -18,10 +18,11 @@ import tifffile
 from conftest import WB, XYZ_TO_CAM, random_mosaic, write_test_dng
 from typer.testing import CliRunner
 
-from rawdev.batch import Job, RunOptions, collect_inputs, run_batch
+from rawdev.batch import Job, RunOptions, run_batch
 from rawdev.cli import app
 from rawdev.color import srgb_decode
 from rawdev.develop import DevelopOptions, develop_mosaic
+from rawdev.inputs import collect_inputs
 from rawdev.metrics import psnr_after_gain
 from rawdev.raw import Mosaic, read_mosaic
 
