@@ -89,10 +89,12 @@ def develop(
                                         "CPUs per actor."),
 ) -> None:
     """Develop RAW files into 16-bit sRGB TIFF or PNG images, or linear DNGs for a raw editor."""
-    if ray is None:  # first: the decoder process imports while this one imports the pipeline and loads the model
-        from rawdev.decode import prestart_worker
+    if ray is None:  # first: the decoder process imports and decodes a single file while this one
+        from rawdev.decode import prestart_worker  # imports the pipeline and loads the model
+        from rawdev.inputs import the_only_job
 
-        prestart_worker()
+        only = the_only_job(inputs, recursive, output, fmt, overwrite) if cfa is None else None
+        prestart_worker(only.source if only is not None else None, black, white)
     from rawdev.batch import RunOptions, run_batch
     from rawdev.cfa import CFAError
     from rawdev.inputs import InputError, collect_inputs, plan_jobs

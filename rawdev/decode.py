@@ -120,6 +120,7 @@ class DecodeWorker:
         self._ready = False
         self._closed = False
         self._inflight: str | None = None  # the shared-memory name of the request being decoded
+        self._ahead: tuple | None = None  # a request sent by decode_ahead, not yet asked for by decode
         self._names = itertools.count()
         self._lock = threading.Lock()
         self.spawned = 0  # processes started so far (a crash or timeout starts another)
@@ -132,8 +133,9 @@ class DecodeWorker:
 
     @property
     def idle(self) -> bool:
-        """Alive and not decoding: can take the next batch."""
-        return self.alive and self._inflight is None and not self._closed
+        """Alive and not decoding for a caller (an early request waits for its :meth:`decode`): can
+        take the next batch."""
+        return self.alive and not self._closed and (self._inflight is None or self._ahead is not None)
 
     @property
     def pid(self) -> int | None:
@@ -191,7 +193,7 @@ class DecodeWorker:
             self._proc.join(timeout=5)
             if self._proc.exitcode is not None:
                 self._proc.close()
-        self._proc, self._conn, self._ready = None, None, False
+        self._proc, self._conn, self._ready, self._ahead = None, None, False, None
 
     def _kill(self) -> int | None:
         """Kill the child, wait for it and return its exit code."""
@@ -217,14 +219,21 @@ class DecodeWorker:
     ) -> Mosaic:
         """:func:`rawdev.raw.read_mosaic` in the child. Raises RawReadError (the file's own
         reason), DecoderFailure (the child crashed or timed out; a fresh one is started) or
-        DecodeCancelled (``stop`` was set or :meth:`close` called while waiting)."""
+        DecodeCancelled (``stop`` was set or :meth:`close` called while waiting). The answer to
+        the same request sent ahead (:meth:`decode_ahead`) is taken instead of asking again."""
         self._ensure_ready(stop)
-        name = f"{SHM_PREFIX}{os.getpid()}-{next(self._names)}-{secrets.token_hex(4)}"
-        request = ("decode", str(path), cfa_override, black, white, name, os.environ.get(FAULT_ENV, ""))
+        request = self._request(path, cfa_override, black, white)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and not _same_request(ahead, request):
+            self._drop_request()  # another file was asked for ahead: its answer is of no use
+            self._ensure_ready(stop)
+            ahead = None
+        name = ahead[5] if ahead is not None else request[5]
         self._inflight = name
         try:
             try:
-                self._conn.send(request)
+                if ahead is None:
+                    self._conn.send(request)
             except OSError:  # the child died while idle (killed from outside): not this file's doing
                 self._restart_after_failure()
                 self._ensure_ready(stop)
@@ -234,6 +243,39 @@ class DecodeWorker:
         finally:
             self._inflight = None
             discard_segment(name)  # nothing to do unless the child made the block and then failed
+
+    def decode_ahead(self, path: Path, cfa_override=None, black: float | None = None,
+                     white: float | None = None) -> None:
+        """Ask for ``path`` now, without waiting: the child decodes it (once it has started) while
+        the caller goes on, e.g. imports the pipeline and loads the model. The next :meth:`decode`
+        of the same request takes the answer; one of another file drops it."""
+        self.start()
+        request = self._request(path, cfa_override, black, white)
+        if self._ahead is not None:  # asked ahead before and never taken (the run stopped early)
+            if _same_request(self._ahead, request):
+                return
+            self._drop_request()
+        elif self._inflight is not None:  # a decode is under way
+            return
+        try:
+            self._conn.send(request)  # read after the child's "ready"
+        except OSError:
+            return  # the child is gone already: decode() starts another and asks again
+        self._inflight, self._ahead = request[5], request
+
+    def _request(self, path: Path, cfa_override, black: float | None, white: float | None) -> tuple:
+        name = f"{SHM_PREFIX}{os.getpid()}-{next(self._names)}-{secrets.token_hex(4)}"
+        return ("decode", str(path), cfa_override, black, white, name, os.environ.get(FAULT_ENV, ""))
+
+    def _drop_request(self) -> None:
+        """Forget the request in flight: the child is replaced (it may be busy with it) and a block
+        it made is removed."""
+        name = self._inflight
+        self._kill()
+        self._restart_after_failure()
+        if name is not None:
+            discard_segment(name)
+        self._inflight = None
 
     def _ensure_ready(self, stop: threading.Event | None) -> None:
         """Start a child if there is none and wait until it has imported what it needs."""
@@ -319,6 +361,11 @@ class DecodeWorker:
         else:
             raise DecoderFailure(f"decoder answered {kind!r}")
         return Mosaic(data=data, **fields)
+
+
+def _same_request(a: tuple, b: tuple) -> bool:
+    """The same file and options (the shared-memory names differ)."""
+    return a[:5] + a[6:] == b[:5] + b[6:]
 
 
 def map_segment(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -408,13 +455,19 @@ def release_worker(worker: DecodeWorker, reusable: bool = True) -> None:
     worker.close()
 
 
-def prestart_worker() -> None:
-    """Start the decoder process now, so that it warms up (imports, a few tenths of a second) while
-    the caller imports the pipeline and loads the model; the next :func:`acquire_worker` takes it
-    over. This module imports neither numpy nor the pipeline, so the CLI calls it first.
-    A no-op with RAWDEV_DECODE_IN_PROCESS=1."""
-    if os.environ.get(IN_PROCESS_ENV) != "1":
-        release_worker(acquire_worker())
+def prestart_worker(first: Path | None = None, black: float | None = None, white: float | None = None) -> None:
+    """Start the decoder process now (or keep the one started earlier), so that it warms up
+    (imports, a few tenths of a second) while the caller imports the pipeline and loads the model,
+    and have it decode ``first`` meanwhile (a single-file run's file, see
+    :meth:`DecodeWorker.decode_ahead`); the next :func:`acquire_worker` takes it over. This module
+    imports neither numpy nor the pipeline, so the command calls it first. A no-op with
+    RAWDEV_DECODE_IN_PROCESS=1."""
+    if os.environ.get(IN_PROCESS_ENV) == "1":
+        return
+    worker = acquire_worker()
+    if first is not None:
+        worker.decode_ahead(first, None, black, white)
+    release_worker(worker)
 
 
 @atexit.register

@@ -208,6 +208,35 @@ def test_an_idle_worker_is_killed_without_waiting_at_exit(tmp_path):
     assert leftover_segments(os.getpid()) == []
 
 
+def test_a_request_sent_ahead_is_answered_once(tmp_path):
+    """decode_ahead asks at once and decode takes that answer instead of asking again (the file may
+    be gone by then); a request for another file drops the early one and leaves nothing behind."""
+    a, b = tmp_path / "a.dng", tmp_path / "b.dng"
+    write_test_dng(a, random_mosaic(32, 48, seed=1), "RGGB")
+    write_test_dng(b, random_mosaic(32, 48, seed=2), "RGGB")
+    from rawdev.raw import read_mosaic
+
+    expected = read_mosaic(a).data  # what the child computes
+    worker = DecodeWorker()
+    try:
+        worker.decode_ahead(a)
+        assert worker.idle  # may be pooled and taken over by the next batch
+        worker._ensure_ready(None)
+        assert worker._conn.poll(60)  # the answer is there
+        a.unlink()
+        np.testing.assert_array_equal(worker.decode(a).data, expected)
+        worker.decode_ahead(tmp_path / "missing.dng")
+        worker.decode_ahead(tmp_path / "missing.dng")  # a run that stopped early, then the next one
+        worker.decode_ahead(tmp_path / "other.dng")
+        got = worker.decode(b)  # not an early request's answer (those files do not exist)
+        assert got.source == b and got.data.shape == (32, 48)
+        assert leftover_segments(os.getpid()) == []
+        worker.decode_ahead(b)
+    finally:
+        worker.close()  # with the last early request in flight
+    assert not worker.alive and leftover_segments(os.getpid()) == []
+
+
 def test_crash_reasons_are_one_clear_line():
     assert crash_reason(-11) == "decoder crashed: signal 11 (SIGSEGV)"
     assert crash_reason(-6) == "decoder crashed: signal 6 (SIGABRT)"

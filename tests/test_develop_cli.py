@@ -347,15 +347,16 @@ def test_develop_imports_neither_onnx_nor_the_training_and_cluster_libraries(tmp
 
 
 def test_the_rawdev_command_ends_with_its_code_its_exit_handlers_run_and_its_output_flushed(tmp_path):
-    """The console entry point skips the interpreter's teardown (0.15-0.2 s a run), not what the
-    command says or cleans up: exit codes, every line written, atexit handlers (the decoder's)."""
+    """The console entry point (rawdev.__main__, which starts a develop run's decoder before the CLI
+    loads) skips the interpreter's teardown (0.15-0.2 s a run), not what the command says or
+    cleans up: exit codes, every line written, atexit handlers (the decoder's)."""
     import subprocess
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    code = ("import atexit, sys\nfrom rawdev.cli import console_main\n"
+    code = ("import atexit, sys\nfrom rawdev.__main__ import main\n"
             "atexit.register(lambda: print('handler ran', flush=False))\n"
-            "sys.argv = ['rawdev', *sys.argv[1:]]\nconsole_main()")
+            "sys.argv = ['rawdev', *sys.argv[1:]]\nmain()")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
 
     def rawdev(*args: str) -> subprocess.CompletedProcess:
