@@ -329,15 +329,19 @@ def train(
                                   "(0: --width); narrower than a --warm-start model keeps its strongest ones."),
     loss_space: str = typer.Option("camera", help="camera (white-balanced camera RGB, as the network outputs "
                                    "it) or srgb (through each sample's colour matrix, as the image is scored)."),
+    pixel_loss: str = typer.Option("charbonnier", help="charbonnier (a smooth L1) or rmse (each crop's RMS "
+                                   "error, the error PSNR scores, at L1's scale)."),
 ) -> None:
     """Train CSANet on synthetic RAW (or real pairs); resumable."""
     try:
-        from rawdev.train.loop import LOSS_SPACES, TrainConfig
+        from rawdev.train.loop import LOSS_SPACES, PIXEL_LOSSES, TrainConfig
         from rawdev.train.loop import train as run_training
     except ImportError as exc:
         raise usage_error(f"training needs TensorFlow: pip install 'rawdev[train]' ({exc})") from None
     if loss_space not in LOSS_SPACES or (loss_space == "srgb" and pairs):
         raise usage_error(f"--loss-space {loss_space!r}: choose {' or '.join(LOSS_SPACES)} (srgb: synthetic data only)")
+    if pixel_loss not in PIXEL_LOSSES:
+        raise usage_error(f"--pixel-loss {pixel_loss!r}: choose {' or '.join(PIXEL_LOSSES)}")
     if learned_base and variant == "paper":
         raise usage_error("--learned-base needs the bilinear base of --variant residual or noise")
     if (half_depth or half_branch) and variant == "paper":
@@ -358,7 +362,7 @@ def train(
         warm_start=str(warm_start) if warm_start else None, lr_max=lr_max, balance_sets=balance_sets,
         correction_lowpass=correction_lowpass, n_dam=n_dam, half_depth=half_depth, half_branch=half_branch,
         branch_width=branch_width, head_conv=head_conv, loss_space=loss_space, learned_base=learned_base,
-        dam_inner=dam_inner,
+        dam_inner=dam_inner, pixel_loss=pixel_loss,
     )
     run_training(config, resume=resume, max_minutes=max_minutes, log=lambda s: typer.echo(s))
 

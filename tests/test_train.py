@@ -16,7 +16,7 @@ from rawdev.dng import write_dng  # noqa: E402
 from rawdev.metrics import ssim  # noqa: E402
 from rawdev.model import read_contract  # noqa: E402
 from rawdev.output import read_image  # noqa: E402
-from rawdev.train.loop import charbonnier, learning_rate, ssim_tf  # noqa: E402
+from rawdev.train.loop import TrainConfig, charbonnier, learning_rate, make_loss, rmse, ssim_tf  # noqa: E402
 from rawdev.train.network import build_csanet  # noqa: E402
 from rawdev.train.synth import RGGB, Unprocessor, network_input, read_level  # noqa: E402
 
@@ -86,6 +86,23 @@ def test_loss_terms():
     assert float(ssim_tf(tf.constant(a), tf.constant(b))) == pytest.approx(expected, abs=1e-5)
 
 
+def test_the_rmse_pixel_loss_is_each_crops_rms_error_averaged():
+    """PSNR's error at L1's scale: a crop twice as far off counts twice, whatever the other's error."""
+    rng = np.random.default_rng(1)
+    t = rng.random((2, 16, 16, 3)).astype(np.float32)
+    p = t.copy()
+    p[0] += 0.02
+    p[1] += rng.choice([-0.06, 0.06], t.shape[1:]).astype(np.float32)
+    assert float(rmse(tf.constant(p), tf.constant(t))) == pytest.approx((0.02 + 0.06) / 2, rel=1e-4)
+    assert float(charbonnier(tf.constant(p), tf.constant(t))) == pytest.approx(0.04, rel=1e-3)  # the same mean |e|
+    spread = p.copy()
+    spread[0] = t[0] + rng.choice([-0.01, 0.03], t.shape[1:]).astype(np.float32)  # same mean |e|, larger RMS
+    assert float(rmse(tf.constant(spread), tf.constant(t))) > float(rmse(tf.constant(p), tf.constant(t)))
+    config = TrainConfig("run", output_space="srgb", ssim_weight=0.0, pixel_loss="rmse")
+    loss_fn, _ = make_loss(config)
+    assert float(loss_fn(tf.constant(p), tf.constant(t))) == pytest.approx(0.04, rel=1e-4)
+
+
 def test_learning_rate_follows_the_papers_steps_scaled_to_the_run():
     assert [learning_rate(s, 1000) for s in (0, 199, 200, 499, 500, 799, 800, 999)] == [
         5e-4, 5e-4, 1e-4, 1e-4, 5e-5, 5e-5, 1e-5, 1e-5]
@@ -152,9 +169,12 @@ def test_the_srgb_loss_space_scores_each_sample_through_its_own_colour_matrix(tm
             "--steps", "2", "--checkpoint-every", "2"]
     bad = runner.invoke(app, [*args, "--loss-space", "xyz"])
     assert bad.exit_code == 2 and "--loss-space 'xyz'" in bad.output and not run.exists()
-    res = runner.invoke(app, [*args, "--loss-space", "srgb"])
+    bad = runner.invoke(app, [*args, "--pixel-loss", "l7"])
+    assert bad.exit_code == 2 and "--pixel-loss 'l7'" in bad.output and not run.exists()
+    res = runner.invoke(app, [*args, "--loss-space", "srgb", "--pixel-loss", "rmse"])
     assert res.exit_code == 0, res.output
-    assert json.loads((run / "config.json").read_text())["loss_space"] == "srgb"
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["loss_space"] == "srgb" and saved["pixel_loss"] == "rmse"
     assert (run / "checkpoints" / "ckpt-2.index").exists()
 
 

@@ -63,6 +63,9 @@ class TrainConfig:
     # "srgb" (through each sample's camera -> sRGB matrix first, as the image is scored and seen:
     # the matrix amplifies chroma errors, which the camera-space loss under-weights).
     loss_space: str = "camera"
+    # The pixel term: "charbonnier" (a smooth L1) or "rmse" (each crop's root-mean-square error,
+    # averaged: the error PSNR scores, at L1's scale, so the SSIM and colour terms keep their weight).
+    pixel_loss: str = "charbonnier"
 
     @property
     def noise_input(self) -> bool:
@@ -70,6 +73,7 @@ class TrainConfig:
 
 
 LOSS_SPACES = ("camera", "srgb")
+PIXEL_LOSSES = ("charbonnier", "rmse")
 
 
 def learning_rate(step: int, total: int, lr_max: float | None = None) -> float:
@@ -96,6 +100,13 @@ def charbonnier(pred, target, eps: float = 1e-6):
     import tensorflow as tf
 
     return tf.reduce_mean(tf.sqrt(tf.square(pred - target) + eps * eps))
+
+
+def rmse(pred, target, eps: float = 1e-6):
+    """Each (N, H, W, C) sample's root-mean-square error, averaged over the batch."""
+    import tensorflow as tf
+
+    return tf.reduce_mean(tf.sqrt(tf.reduce_mean(tf.square(pred - target), axis=[1, 2, 3]) + eps * eps))
 
 
 class PerceptualLoss:
@@ -164,7 +175,7 @@ def output_space(rgb, matrices):
 
 
 def make_loss(config: TrainConfig):
-    """Charbonnier + w * (1 - SSIM) [+ 0.001 VGG] on tone-mapped output."""
+    """Charbonnier (or RMSE) + w * (1 - SSIM) [+ 0.001 VGG] [+ low-pass colour] on tone-mapped output."""
     import tensorflow as tf
 
     perceptual = PerceptualLoss(config.vgg_weights) if config.vgg_weights else None
@@ -174,7 +185,7 @@ def make_loss(config: TrainConfig):
             p, t = tone_tf(pred), tone_tf(target)
         else:
             p, t = pred, target
-        loss = charbonnier(p, t)
+        loss = rmse(p, t) if config.pixel_loss == "rmse" else charbonnier(p, t)
         if config.ssim_weight:
             s = ssim_tf(tf.clip_by_value(p, 0.0, 1.0), t)
             loss = loss + config.ssim_weight * (1.0 - s)
@@ -276,6 +287,8 @@ def train(config: TrainConfig, resume: bool = True, max_minutes: float | None = 
 
     if config.loss_space not in LOSS_SPACES:
         raise ValueError(f"loss_space {config.loss_space!r}: choose {' or '.join(LOSS_SPACES)}")
+    if config.pixel_loss not in PIXEL_LOSSES:
+        raise ValueError(f"pixel_loss {config.pixel_loss!r}: choose {' or '.join(PIXEL_LOSSES)}")
     if config.loss_space == "srgb" and (config.pairs or config.output_space != "linear"):
         raise ValueError("loss_space srgb needs synthetic data and linear output (each sample's colour matrix)")
     loss_fn, perceptual_on = make_loss(config)
